@@ -1,0 +1,281 @@
+"""Frozen, keyword-only data models. They know nothing of JSON, HTTP or SQL.
+
+``TaskCompletionEvent`` checks itself on construction and raises one
+``EventValidationError`` naming every bad field; ``check_event_fields`` is the single
+rule set, shared with ``EventBuilder`` (which adds the "missing" problems).
+Prediction models are read leniently by the codec; here they are plain holders.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+
+from ._enums import (
+    Complexity,
+    Confidence,
+    Harness,
+    Outcome,
+    Provider,
+    QualityGate,
+    RepoSizeCategory,
+    TaskType,
+)
+from ._exceptions import EventValidationError
+
+__all__ = [
+    "EVENT_FIELDS",
+    "PredictionData",
+    "PredictionMetadata",
+    "PredictionQuery",
+    "PredictionResponse",
+    "QualityPrediction",
+    "TaskCompletionEvent",
+    "TokenDistribution",
+    "check_event_fields",
+]
+
+MAX_DURATION_MS = 86_400_000
+MAX_TOKENS = 10_000_000
+MAX_COST_MICROS = 100_000_000
+MAX_CONTEXT_COUNT = 100
+MAX_RETRY_COUNT = 20
+MAX_MODEL_LEN = 100
+MAX_LANGUAGE_LEN = 30
+MAX_FUTURE_SKEW = timedelta(hours=1)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_range(low: int, high: int) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if not _is_int(value):
+            return f"must be an int in {low:,}..{high:,}, got {type(value).__name__}"
+        assert isinstance(value, int)
+        if not low <= value <= high:
+            return f"must be in {low:,}..{high:,}, got {value:,}"
+        return None
+
+    return check
+
+
+def _instance_of(kind: type, label: str) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            return f"must be {label}, got {value!r}"
+        return None
+
+    return check
+
+
+def _check_timestamp(value: object) -> str | None:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        return f"must be a timezone-aware datetime, got {value!r}"
+    if value - datetime.now(timezone.utc) > MAX_FUTURE_SKEW:
+        return f"must not be more than 1 h in the future, got {value.isoformat()}"
+    return None
+
+
+def _check_model(value: object) -> str | None:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_MODEL_LEN:
+        return f"must be a string of 1..{MAX_MODEL_LEN} characters, got {value!r:.60}"
+    return None
+
+
+def _check_utilization(value: object) -> str | None:
+    if not isinstance(value, float) or math.isnan(value) or not 0.0 <= value <= 1.0:
+        return f"must be a float in 0.0..1.0, got {value!r}"
+    return None
+
+
+def _check_gates(value: object) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(g, QualityGate) for g in value):
+        return f"must be a list of QualityGate, got {value!r}"
+    if len(set(value)) != len(value):
+        return "must not contain duplicates"
+    return None
+
+
+def _check_language(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_LANGUAGE_LEN):
+        return f"must be None or a string of at most {MAX_LANGUAGE_LEN} characters, got {value!r:.60}"
+    return None
+
+
+def _check_repo_size(value: object) -> str | None:
+    if value is not None and not isinstance(value, RepoSizeCategory):
+        return f"must be None or a RepoSizeCategory, got {value!r}"
+    return None
+
+
+_tokens = _int_range(0, MAX_TOKENS)
+_cost = _int_range(0, MAX_COST_MICROS)
+_context_count = _int_range(0, MAX_CONTEXT_COUNT)
+
+#: The rule of every event field, in wire order (wire-v1 §3).
+_RULES: dict[str, Callable[[object], str | None]] = {
+    "instance_id": _instance_of(uuid.UUID, "a UUID"),
+    "event_id": _instance_of(uuid.UUID, "a UUID"),
+    "timestamp": _check_timestamp,
+    "task_duration_ms": _int_range(0, MAX_DURATION_MS),
+    "task_type": _instance_of(TaskType, "a TaskType"),
+    "complexity": _instance_of(Complexity, "a Complexity"),
+    "harness": _instance_of(Harness, "a Harness"),
+    "model": _check_model,
+    "provider": _instance_of(Provider, "a Provider"),
+    "estimated_input_tokens": _tokens,
+    "estimated_output_tokens": _tokens,
+    "actual_input_tokens": _tokens,
+    "actual_output_tokens": _tokens,
+    "estimated_cost_usd_micros": _cost,
+    "actual_cost_usd_micros": _cost,
+    "quality_gate_passed": _instance_of(bool, "a bool"),
+    "quality_gates_run": _check_gates,
+    "quality_gates_failed": _check_gates,
+    "context_compactions": _context_count,
+    "context_rotations": _context_count,
+    "context_utilization_final": _check_utilization,
+    "outcome": _instance_of(Outcome, "an Outcome"),
+    "retry_count": _int_range(0, MAX_RETRY_COUNT),
+    "language": _check_language,
+    "repo_size_category": _check_repo_size,
+}
+
+#: Every key of an event on the wire, in order.
+EVENT_FIELDS: tuple[str, ...] = tuple(_RULES)
+
+
+def check_event_fields(values: Mapping[str, Any]) -> list[str]:
+    """Return ``"field: rule"`` for every present field of ``values`` that breaks its rule."""
+    problems = []
+    for name, rule in _RULES.items():
+        if name in values:
+            problem = rule(values[name])
+            if problem is not None:
+                problems.append(f"{name}: {problem}")
+    run, failed = values.get("quality_gates_run"), values.get("quality_gates_failed")
+    if isinstance(run, tuple) and isinstance(failed, tuple):
+        extra = [str(gate) for gate in failed if gate not in run]
+        if extra:
+            problems.append(
+                f"quality_gates_failed: must be a subset of quality_gates_run, "
+                f"not run: {', '.join(extra)}"
+            )
+    return problems
+
+
+def _gate_tuple(value: Any) -> Any:
+    """Lists become tuples so the frozen event stays hashable; anything else is checked later."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+@attrs.frozen(kw_only=True)
+class TaskCompletionEvent:
+    """One finished agent task, as sent to ``POST /v1/events/batch`` (schema 1.0)."""
+
+    instance_id: uuid.UUID
+    event_id: uuid.UUID
+    timestamp: datetime
+    task_duration_ms: int
+    task_type: TaskType
+    complexity: Complexity
+    harness: Harness
+    model: str
+    provider: Provider
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    actual_input_tokens: int
+    actual_output_tokens: int
+    estimated_cost_usd_micros: int
+    actual_cost_usd_micros: int
+    quality_gate_passed: bool
+    quality_gates_run: tuple[QualityGate, ...] = attrs.field(converter=_gate_tuple)
+    quality_gates_failed: tuple[QualityGate, ...] = attrs.field(converter=_gate_tuple)
+    context_compactions: int
+    context_rotations: int
+    context_utilization_final: float
+    outcome: Outcome
+    retry_count: int = 0
+    language: str | None = None
+    repo_size_category: RepoSizeCategory | None = None
+
+    def __attrs_post_init__(self) -> None:
+        problems = check_event_fields(attrs.asdict(self, recurse=False))
+        if problems:
+            raise EventValidationError(problems)
+
+
+def _enum_converter(kind: type[Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        return value if isinstance(value, kind) else kind(value)
+
+    return convert
+
+
+@attrs.frozen(kw_only=True)
+class PredictionQuery:
+    """What to predict: the cache key of a prediction (hashable; strings become enums)."""
+
+    task_type: TaskType = attrs.field(converter=_enum_converter(TaskType))
+    model: str = attrs.field(validator=attrs.validators.instance_of(str))
+    provider: Provider = attrs.field(converter=_enum_converter(Provider))
+    complexity: Complexity = attrs.field(converter=_enum_converter(Complexity))
+
+
+@attrs.frozen(kw_only=True)
+class TokenDistribution:
+    """Percentiles of a token count; ``.median`` is the usual read."""
+
+    p10: int
+    p25: int
+    median: int
+    p75: int
+    p90: int
+
+
+@attrs.frozen(kw_only=True)
+class QualityPrediction:
+    """Expected share of runs whose gates pass, and of runs that succeed."""
+
+    gate_pass_rate: float
+    success_rate: float
+
+
+@attrs.frozen(kw_only=True)
+class PredictionData:
+    """The predicted distributions; cost and duration are mappings of percentile to int."""
+
+    input_tokens: TokenDistribution
+    output_tokens: TokenDistribution
+    cost_usd_micros: Mapping[str, int]
+    duration_ms: Mapping[str, int]
+    correction_factors: Mapping[str, float]
+    quality: QualityPrediction
+
+
+@attrs.frozen(kw_only=True)
+class PredictionMetadata:
+    """How the prediction was made. ``confidence`` keeps unknown server strings as ``str``."""
+
+    sample_size: int
+    fallback_level: int
+    confidence: Confidence | str
+    last_updated: datetime | None = None
+    dimensions_matched: Mapping[str, Any] | None = None
+    fallback_note: str | None = None
+    cache_hit: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class PredictionResponse:
+    """One answer of ``/v1/predictions/batch``; ``prediction`` is None for unknown combos."""
+
+    prediction: PredictionData | None
+    metadata: PredictionMetadata
