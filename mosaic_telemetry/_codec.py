@@ -173,7 +173,9 @@ def event_from_dict(data: Mapping[str, Any]) -> TaskCompletionEvent:
     if not isinstance(data, Mapping):
         raise EventValidationError([f"event: must be a JSON object, got {type(data).__name__}"])
     problems: list[str] = []
-    values = {name: _coerce_field(name, data[name], problems) for name in data if name in EVENT_FIELDS}
+    values = {
+        name: _coerce_field(name, data[name], problems) for name in data if name in EVENT_FIELDS
+    }
     unreadable = {p.split(":", 1)[0] for p in problems}
     problems += [p for p in check_event_fields(values) if p.split(":", 1)[0] not in unreadable]
     problems += [f"{name}: required" for name in EVENT_FIELDS if name not in data]
@@ -205,13 +207,17 @@ def parse_batch_results(payload: Any) -> dict[str, tuple[str, str | None]] | Non
         if not isinstance(item, Mapping):
             continue
         event_id, status, error = item.get(KEY_EVENT_ID), item.get(KEY_STATUS), item.get(KEY_ERROR)
-        if isinstance(event_id, str) and status in (STATUS_ACCEPTED, STATUS_DUPLICATE, STATUS_REJECTED):
+        if isinstance(event_id, str) and status in (
+            STATUS_ACCEPTED,
+            STATUS_DUPLICATE,
+            STATUS_REJECTED,
+        ):
             verdicts[event_id] = (status, error if isinstance(error, str) else None)
     return verdicts
 
 
 def parse_invalid_indices(payload: Any, batch_len: int) -> dict[int, str]:
-    """Indices of a FastAPI-style 422 reply (``loc = ["body","events",INDEX,...]``) with messages."""
+    """Batch indices named by a FastAPI-style 422 reply (``loc = [body, events, INDEX]``)."""
     indices: dict[int, str] = {}
     detail = payload.get(KEY_DETAIL) if isinstance(payload, Mapping) else None
     if not isinstance(detail, list):
@@ -318,7 +324,7 @@ def prediction_from_dict(payload: Any) -> PredictionResponse:
 
 
 def prediction_to_dict(response: PredictionResponse) -> dict[str, Any]:
-    """The JSON-ready dict of a response, for the on-disk cache (read back by prediction_from_dict)."""
+    """The JSON-ready dict of a response, for the on-disk cache (read by prediction_from_dict)."""
     import cattrs
 
     converter = cattrs.Converter()

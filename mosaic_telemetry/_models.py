@@ -105,7 +105,9 @@ def _check_gates(value: object) -> str | None:
 
 def _check_language(value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or len(value) > MAX_LANGUAGE_LEN):
-        return f"must be None or a string of at most {MAX_LANGUAGE_LEN} characters, got {value!r:.60}"
+        return (
+            f"must be None or a string of at most {MAX_LANGUAGE_LEN} characters, got {value!r:.60}"
+        )
     return None
 
 
@@ -212,21 +214,26 @@ class TaskCompletionEvent:
             raise EventValidationError(problems)
 
 
-def _enum_converter(kind: type[Any]) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        return value if isinstance(value, kind) else kind(value)
+def _task_type(value: TaskType | str) -> TaskType:
+    return TaskType(value)
 
-    return convert
+
+def _provider(value: Provider | str) -> Provider:
+    return Provider(value)
+
+
+def _complexity(value: Complexity | str) -> Complexity:
+    return Complexity(value)
 
 
 @attrs.frozen(kw_only=True)
 class PredictionQuery:
     """What to predict: the cache key of a prediction (hashable; strings become enums)."""
 
-    task_type: TaskType = attrs.field(converter=_enum_converter(TaskType))
+    task_type: TaskType = attrs.field(converter=_task_type)
     model: str = attrs.field(validator=attrs.validators.instance_of(str))
-    provider: Provider = attrs.field(converter=_enum_converter(Provider))
-    complexity: Complexity = attrs.field(converter=_enum_converter(Complexity))
+    provider: Provider = attrs.field(converter=_provider)
+    complexity: Complexity = attrs.field(converter=_complexity)
 
 
 @attrs.frozen(kw_only=True)

@@ -1,0 +1,189 @@
+"""``EventBuilder``: the fluent way to make a ``TaskCompletionEvent``.
+
+Setters never raise; they record what they were given. ``build()`` turns strings into enums
+and UUIDs, fills ``event_id`` and ``timestamp`` when unset, and raises one
+``EventValidationError`` naming every missing or invalid field at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from ._enums import Complexity, Harness, Outcome, Provider, QualityGate, RepoSizeCategory, TaskType
+from ._exceptions import EventValidationError
+from ._models import EVENT_FIELDS, TaskCompletionEvent, check_event_fields
+
+__all__ = ["EventBuilder"]
+
+_UNSET: Any = object()
+
+_DEFAULTS: dict[str, Any] = {
+    "retry_count": 0,
+    "quality_gates_failed": (),
+    "language": None,
+    "repo_size_category": None,
+}
+
+#: How build() reads a value given as text (or another loose form), per field.
+_COERCE: dict[str, Callable[[Any], Any]] = {
+    "instance_id": lambda v: uuid.UUID(v) if isinstance(v, str) else v,
+    "event_id": lambda v: uuid.UUID(v) if isinstance(v, str) else v,
+    "task_type": lambda v: TaskType(v) if isinstance(v, str) else v,
+    "complexity": lambda v: Complexity(v) if isinstance(v, str) else v,
+    "harness": lambda v: Harness(v) if isinstance(v, str) else v,
+    "provider": lambda v: Provider(v) if isinstance(v, str) else v,
+    "outcome": lambda v: Outcome(v) if isinstance(v, str) else v,
+    "repo_size_category": lambda v: RepoSizeCategory(v) if isinstance(v, str) else v,
+    "context_utilization_final": lambda v: (
+        float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    ),
+    "quality_gates_run": lambda v: _gates(v),
+    "quality_gates_failed": lambda v: _gates(v),
+}
+
+
+def _gates(value: Any) -> Any:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return value
+    return tuple(QualityGate(g) if isinstance(g, str) else g for g in value)
+
+
+class EventBuilder:
+    """Collects the fields of one event; ``build()`` validates them all at once."""
+
+    def __init__(
+        self,
+        instance_id: str | uuid.UUID,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._values: dict[str, Any] = {"instance_id": instance_id}
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+
+    def __repr__(self) -> str:
+        return f"EventBuilder({len(self._values)} fields set)"
+
+    def _set(self, **values: Any) -> EventBuilder:
+        self._values.update({k: v for k, v in values.items() if v is not _UNSET})
+        return self
+
+    def task_type(self, value: TaskType | str) -> EventBuilder:
+        """Set ``task_type``."""
+        return self._set(task_type=value)
+
+    def model(self, value: str) -> EventBuilder:
+        """Set ``model`` (1..100 characters)."""
+        return self._set(model=value)
+
+    def provider(self, value: Provider | str) -> EventBuilder:
+        """Set ``provider``."""
+        return self._set(provider=value)
+
+    def harness_type(self, value: Harness | str) -> EventBuilder:
+        """Set ``harness``."""
+        return self._set(harness=value)
+
+    def complexity_level(self, value: Complexity | str) -> EventBuilder:
+        """Set ``complexity``."""
+        return self._set(complexity=value)
+
+    def outcome_value(self, value: Outcome | str) -> EventBuilder:
+        """Set ``outcome``."""
+        return self._set(outcome=value)
+
+    def duration_ms(self, value: int) -> EventBuilder:
+        """Set ``task_duration_ms`` (0..86,400,000)."""
+        return self._set(task_duration_ms=value)
+
+    def tokens(
+        self,
+        *,
+        estimated_in: int = _UNSET,
+        estimated_out: int = _UNSET,
+        actual_in: int = _UNSET,
+        actual_out: int = _UNSET,
+    ) -> EventBuilder:
+        """Set the four token counts (each 0..10,000,000); omitted ones stay as they were."""
+        return self._set(
+            estimated_input_tokens=estimated_in,
+            estimated_output_tokens=estimated_out,
+            actual_input_tokens=actual_in,
+            actual_output_tokens=actual_out,
+        )
+
+    def cost(self, *, estimated: int = _UNSET, actual: int = _UNSET) -> EventBuilder:
+        """Set estimated and actual cost in micro-dollars (USD × 1,000,000; 0..100,000,000)."""
+        return self._set(estimated_cost_usd_micros=estimated, actual_cost_usd_micros=actual)
+
+    def quality(
+        self,
+        *,
+        passed: bool = _UNSET,
+        gates_run: Iterable[QualityGate | str] = _UNSET,
+        gates_failed: Iterable[QualityGate | str] = _UNSET,
+    ) -> EventBuilder:
+        """Set whether the quality gates passed, which ran and which failed (failed ⊆ run)."""
+        return self._set(
+            quality_gate_passed=passed,
+            quality_gates_run=gates_run,
+            quality_gates_failed=gates_failed,
+        )
+
+    def context(
+        self, *, compactions: int = _UNSET, rotations: int = _UNSET, utilization: float = _UNSET
+    ) -> EventBuilder:
+        """Set context compactions and rotations (0..100) and final utilization (0.0..1.0)."""
+        return self._set(
+            context_compactions=compactions,
+            context_rotations=rotations,
+            context_utilization_final=utilization,
+        )
+
+    def retry_count(self, value: int) -> EventBuilder:
+        """Set ``retry_count`` (0..20; default 0)."""
+        return self._set(retry_count=value)
+
+    def language(self, value: str | None) -> EventBuilder:
+        """Set ``language`` (at most 30 characters, or None)."""
+        return self._set(language=value)
+
+    def repo_size(self, value: RepoSizeCategory | str | None) -> EventBuilder:
+        """Set ``repo_size_category`` (or None)."""
+        return self._set(repo_size_category=value)
+
+    def event_id(self, value: str | uuid.UUID) -> EventBuilder:
+        """Set ``event_id`` (default: a new uuid4 at build time)."""
+        return self._set(event_id=value)
+
+    def timestamp(self, value: datetime) -> EventBuilder:
+        """Set ``timestamp`` (timezone-aware; default: now, UTC, at build time)."""
+        return self._set(timestamp=value)
+
+    def build(self) -> TaskCompletionEvent:
+        """Return the event, or raise EventValidationError naming every bad or missing field."""
+        values = {**_DEFAULTS, **self._values}
+        values.setdefault("event_id", uuid.uuid4())
+        values.setdefault("timestamp", self._clock())
+        problems: list[str] = []
+        for name, coerce in _COERCE.items():
+            if name in values:
+                try:
+                    values[name] = coerce(values[name])
+                except (ValueError, TypeError) as exc:
+                    problems.append(f"{name}: cannot read {values[name]!r:.60} ({exc})")
+                    del values[name]
+        unreadable = {p.split(":", 1)[0] for p in problems}
+        problems += check_event_fields(values)
+        problems += [
+            f"{name}: required (not set)"
+            for name in EVENT_FIELDS
+            if name not in values and name not in unreadable
+        ]
+        if problems:
+            order = {name: i for i, name in enumerate(EVENT_FIELDS)}
+            problems.sort(key=lambda p: order.get(p.split(":", 1)[0], len(order)))
+            raise EventValidationError(problems)
+        return TaskCompletionEvent(**values)
