@@ -1,0 +1,82 @@
+"""mosaic_telemetry: report what each AI coding task cost and how it went, durably.
+
+Every tracked event is written to a SQLite outbox before ``track()`` returns; one worker
+thread per process delivers the outbox to the Mosaic Telemetry API v1. Importing this package
+loads neither ``requests`` nor ``cattrs``: the HTTP stack is loaded by the worker.
+
+This module is the one public door; everything else lives in private ``_modules``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._builder import EventBuilder
+from ._client import TelemetryClient
+from ._config import TelemetryConfig
+from ._enums import (
+    Complexity,
+    Confidence,
+    Harness,
+    Outcome,
+    Provider,
+    QualityGate,
+    RepoSizeCategory,
+    TaskType,
+)
+from ._exceptions import (
+    ConfigError,
+    EventValidationError,
+    OutboxBusyError,
+    OutboxError,
+    TelemetryError,
+    TransportError,
+)
+from ._models import (
+    PredictionData,
+    PredictionMetadata,
+    PredictionQuery,
+    PredictionResponse,
+    QualityPrediction,
+    TaskCompletionEvent,
+    TokenDistribution,
+)
+from ._worker import FlushResult
+
+__all__ = [
+    "Complexity",
+    "Confidence",
+    "ConfigError",
+    "EventBuilder",
+    "EventValidationError",
+    "FlushResult",
+    "Harness",
+    "OutboxBusyError",
+    "OutboxError",
+    "Outcome",
+    "PredictionData",
+    "PredictionMetadata",
+    "PredictionQuery",
+    "PredictionResponse",
+    "Provider",
+    "QualityGate",
+    "QualityPrediction",
+    "RepoSizeCategory",
+    "TaskCompletionEvent",
+    "TaskType",
+    "TelemetryClient",
+    "TelemetryConfig",
+    "TelemetryError",
+    "TokenDistribution",
+    "TransportError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The version is read from package metadata on first use: importlib.metadata is slow to load.
+    if name == "__version__":
+        from ._version import get_version
+
+        return get_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

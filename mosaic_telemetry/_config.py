@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-__all__ = ["ENV_PREFIX", "TelemetryConfig", "default_outbox_dir"]
+__all__ = ["ENV_PREFIX", "TelemetryConfig", "default_outbox_dir", "is_loopback_host"]
 
 ENV_PREFIX = "MOSAIC_TELEMETRY_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -60,7 +60,7 @@ def is_loopback_host(host: str | None) -> bool:
     """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if not host:
         return False
-    if host.lower() == "localhost":
+    if host.lower().rstrip(".") == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

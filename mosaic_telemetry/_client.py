@@ -1,0 +1,417 @@
+"""``TelemetryClient``: the one object users hold.
+
+``track()`` writes the event to the SQLite outbox before it returns and never raises; one
+worker thread per client and process sends what the outbox holds. The async methods are thin
+``asyncio.to_thread`` wrappers over the sync ones. Forked children (gunicorn, multiprocessing)
+reopen their connection and start their own worker on first use; interpreter exit stops
+every running client within its ``shutdown_timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from ._codec import event_to_json
+from ._config import TelemetryConfig
+from ._exceptions import OutboxBusyError, OutboxError
+from ._log import RateLimitedLogger, logger
+from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
+from ._outbox import MemoryOutbox, SqliteOutbox
+from ._predictions import PredictionCache
+from ._transport import SendKind, SendResult
+from ._worker import FlushResult, Handoff, Outbox, Sender, Stats, Worker, WorkerSettings
+
+__all__ = ["TelemetryClient"]
+
+_DEFAULTS = TelemetryConfig(server_url="", api_key="", instance_id="", enabled=False)
+_CLIENTS: weakref.WeakSet[TelemetryClient] = weakref.WeakSet()
+
+
+class _DryRunSender:
+    """Logs batches instead of sending them (``dry_run=True``): nothing leaves the process."""
+
+    def send_events(
+        self, event_texts: Sequence[str], *, timeout: float | None = None
+    ) -> SendResult:
+        logger.info("dry run: a batch of %d events was not sent", len(event_texts))
+        logger.debug("dry run batch: [%s]", ",".join(event_texts))
+        return SendResult(kind=SendKind.OK, status=None)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _usable(config: TelemetryConfig, name: str) -> Any:
+    """The configured value when valid, else the default (validate() has reported it)."""
+    value = getattr(config, name)
+    problems = config.validate()
+    return getattr(_DEFAULTS, name) if any(p.startswith(name + ":") for p in problems) else value
+
+
+class TelemetryClient:
+    """Tracks events durably and delivers them to the Mosaic Telemetry API v1."""
+
+    def __init__(self, config: TelemetryConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._clock = clock
+        self._log = RateLimitedLogger()
+        self._lock = threading.RLock()
+        self._stats = Stats()
+        self._enabled = bool(config.enabled)
+        self._problems = config.validate() if self._enabled else []
+        self._batch_size: int = _usable(config, "batch_size")
+        self._max_queue: int = _usable(config, "max_queue_size")
+        self._shutdown_timeout: float = _usable(config, "shutdown_timeout_seconds")
+        self._outbox: Outbox | None = None
+        self._worker: Worker | None = None
+        self._running = False
+        self._unsent = 0
+        self._pid = os.getpid()
+        self._handoff = Handoff(self._max_queue)
+        self._prediction_lock = threading.Lock()
+        self._prediction_transport: Any = None
+        if self._enabled:
+            self._outbox = self._open_outbox()
+        self._predictions = PredictionCache(
+            _usable(config, "prediction_cache_ttl_seconds"),
+            clock=clock,
+            store=self._outbox if isinstance(self._outbox, SqliteOutbox) else None,
+            log=self._log,
+        )
+        if not self._enabled:
+            return
+        self._predictions.load()
+        if self._problems:
+            logger.error(
+                "telemetry configuration has problems; events are kept in the outbox and not "
+                "sent until they are fixed: %s",
+                "; ".join(self._problems),
+            )
+        _CLIENTS.add(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"TelemetryClient(server_url={self._config.server_url!r}, running={self._running}, "
+            f"enabled={self._enabled}, dry_run={self._config.dry_run})"
+        )
+
+    # --- outbox -------------------------------------------------------------------------------
+    def _open_outbox(self) -> Outbox:
+        config = self._config
+        path = config.resolved_outbox_path()
+        try:
+            outbox = SqliteOutbox(
+                path,
+                durability=_usable(config, "durability"),
+                max_pending=self._max_queue,
+                server_url=str(config.server_url),
+                dry_run=bool(config.dry_run),
+                clock=self._clock,
+            )
+        except OutboxError as exc:
+            return self._memory_fallback(exc)
+        if outbox.server_url and outbox.server_url != config.server_url:
+            self._problems.append(
+                f"outbox_path: {path} was written for {outbox.server_url!r}, not "
+                f"{config.server_url!r}; its events are not sent to another server "
+                "(choose another outbox_path, or inspect it with `mosaic-telemetry outbox`)"
+            )
+        return outbox
+
+    def _memory_fallback(self, exc: BaseException) -> Outbox:
+        logger.error(
+            "telemetry outbox unusable (%s); keeping events in memory only (not durable, at "
+            "most %d)",
+            exc,
+            self._max_queue,
+        )
+        self._stats.error(f"outbox unusable: {exc}", self._clock())
+        return MemoryOutbox(max_pending=self._max_queue, clock=self._clock)
+
+    def _current_outbox(self) -> Outbox:
+        assert self._outbox is not None
+        return self._outbox
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        """True between start() and stop() (in a forked child: until its first use, too)."""
+        return self._running
+
+    def start(self) -> None:
+        """Start the background worker (no-op when disabled or already running)."""
+        with self._lock:
+            self._check_fork()
+            if not self._enabled or self._running:
+                return
+            self._running = True
+            self._ensure_worker()
+
+    def _ensure_worker(self) -> Worker:
+        with self._lock:
+            if self._worker is None:
+                config = self._config
+                self._worker = Worker(
+                    outbox=self._current_outbox,
+                    sender_factory=self._make_sender,
+                    handoff=self._handoff,
+                    stats=self._stats,
+                    settings=WorkerSettings(
+                        batch_size=self._batch_size,
+                        submit_interval=_usable(config, "submit_interval_seconds"),
+                        request_timeout=_usable(config, "request_timeout_seconds"),
+                        max_retries=_usable(config, "max_retries"),
+                    ),
+                    on_error=config.on_error if callable(config.on_error) else None,
+                    clock=self._clock,
+                    log=self._log,
+                )
+                self._worker.start()
+            return self._worker
+
+    def _make_sender(self) -> Sender | None:
+        if self._config.dry_run:
+            return _DryRunSender()
+        if self._problems:
+            return None
+        from ._transport import Transport
+
+        return Transport(
+            str(self._config.server_url),
+            str(self._config.api_key),
+            timeout=_usable(self._config, "request_timeout_seconds"),
+            clock=self._clock,
+        )
+
+    def stop(self) -> None:
+        """Send what is pending within ``shutdown_timeout_seconds``, then stop the worker.
+
+        What is not delivered by then stays in the outbox for the next start.
+        """
+        with self._lock:
+            self._check_fork()
+            worker, self._worker = self._worker, None
+            self._running = False
+        if worker is not None and not worker.stop(self._shutdown_timeout):
+            logger.warning(
+                "telemetry worker still busy after %.1f s; undelivered events stay in the outbox",
+                self._shutdown_timeout,
+            )
+
+    def __enter__(self) -> TelemetryClient:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def start_async(self) -> None:
+        """``start()`` without blocking the event loop."""
+        await _to_thread(self.start)
+
+    async def stop_async(self) -> None:
+        """``stop()`` without blocking the event loop."""
+        await _to_thread(self.stop)
+
+    async def __aenter__(self) -> TelemetryClient:
+        await self.start_async()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop_async()
+
+    # --- fork -----------------------------------------------------------------------------------
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks and queues, no inherited worker; restart on first use."""
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._handoff = Handoff(self._max_queue)
+        self._stats = Stats()
+        self._worker = None
+        self._unsent = 0
+        self._prediction_lock = threading.Lock()
+        self._prediction_transport = None
+
+    # --- tracking -------------------------------------------------------------------------------
+    def track(self, event: TaskCompletionEvent) -> None:
+        """Write ``event`` to the outbox and return; never raises, never waits on the network."""
+        try:
+            if not self._enabled:
+                return
+            if self._pid != os.getpid() or (self._running and self._worker is None):
+                with self._lock:
+                    self._check_fork()
+                    if self._running:
+                        self._ensure_worker()
+            if not isinstance(event, TaskCompletionEvent):
+                raise TypeError(f"track() takes a TaskCompletionEvent, got {type(event).__name__}")
+            text = event_to_json(event)
+            self._store(str(event.event_id), text)
+        except Exception as exc:
+            self._stats.add("invalid")
+            self._log.error("track", "telemetry event not tracked: %r", exc)
+
+    def _store(self, event_id: str, text: str) -> None:
+        outbox = self._current_outbox()
+        try:
+            inserted, evicted = outbox.add(event_id, text)
+        except OutboxBusyError:
+            self._hand_off(event_id, text)
+            return
+        except OutboxError as exc:
+            with self._lock:
+                if self._outbox is outbox:
+                    self._outbox = self._memory_fallback(exc)
+            inserted, evicted = self._current_outbox().add(event_id, text)
+        if evicted:
+            self._stats.add("evicted", evicted)
+        if inserted:
+            self._stats.add("tracked")
+            self._unsent += 1
+            if self._unsent >= self._batch_size:
+                self._unsent = 0
+                self._wake()
+
+    def _hand_off(self, event_id: str, text: str) -> None:
+        if self._handoff.put(event_id, text):
+            self._stats.add("tracked")
+            self._stats.add("handed_off")
+        else:
+            self._stats.add("lost")
+            self._log.error(
+                "handoff-full",
+                "telemetry event lost: the outbox stayed locked and "
+                "the in-memory handoff queue is full",
+            )
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._running:
+            self._ensure_worker().wake()
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Send what is pending now; wait up to ``timeout`` seconds (None: until the drain ends)."""
+        delivered_before = self._stats.get("delivered")
+        dead_before = self._stats.get("dead_lettered")
+        finished = True
+        with self._lock:
+            self._check_fork()
+            running = self._enabled and self._running
+        if running:
+            finished = self._ensure_worker().flush(timeout)
+        elif self._enabled:
+            logger.warning("flush() on a client that is not started: nothing was sent")
+        return FlushResult(
+            delivered=self._stats.get("delivered") - delivered_before,
+            remaining=self.queue_size,
+            dead_lettered=self._stats.get("dead_lettered") - dead_before,
+            timed_out=not finished,
+        )
+
+    @property
+    def queue_size(self) -> int:
+        """Events waiting to be sent (in the outbox, plus any handed to the worker)."""
+        if self._outbox is None:
+            return 0
+        try:
+            return self._outbox.pending_count() + len(self._handoff)
+        except OutboxError:
+            return len(self._handoff)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this client plus the outbox's pending figures; never raises."""
+        result = self._stats.snapshot()
+        outbox = self._outbox
+        result.update(
+            pending=self.queue_size,
+            oldest_pending_age_seconds=None,
+            dead=0,
+            durable=bool(getattr(outbox, "durable", False)),
+            outbox_path=str(getattr(outbox, "path", None) or "") or None,
+            running=self._running,
+            enabled=self._enabled,
+            dry_run=bool(self._config.dry_run),
+            config_problems=list(self._problems),
+        )
+        if outbox is not None:
+            try:
+                result["oldest_pending_age_seconds"] = outbox.oldest_pending_age()
+                result["dead"] = outbox.dead_count()
+            except OutboxError as exc:
+                result["last_error"] = str(exc)
+        return result
+
+    # --- predictions ----------------------------------------------------------------------------
+    def get_prediction(self, query: PredictionQuery) -> PredictionResponse | None:
+        """The cached prediction for ``query``, or None (absent or older than the TTL)."""
+        return self._predictions.get(query)
+
+    def refresh_predictions_sync(self, queries: Sequence[PredictionQuery]) -> None:
+        """Fetch predictions for ``queries`` into the cache; trouble is logged, never raised."""
+        try:
+            if not self._enabled or self._config.dry_run:
+                return
+            self._predictions.refresh(list(queries), self._post_predictions)
+        except Exception as exc:
+            self._log.error("predictions", "prediction refresh failed: %r", exc)
+
+    async def refresh_predictions(self, queries: Sequence[PredictionQuery]) -> None:
+        """``refresh_predictions_sync`` in the default executor: the event loop never blocks."""
+        await _to_thread(self.refresh_predictions_sync, queries)
+
+    def _post_predictions(self, queries: Sequence[PredictionQuery]) -> list[Any]:
+        with self._prediction_lock:
+            if self._prediction_transport is None:
+                from ._transport import Transport
+
+                self._prediction_transport = Transport(
+                    str(self._config.server_url),
+                    "",
+                    timeout=_usable(self._config, "request_timeout_seconds"),
+                    clock=self._clock,
+                )
+            result: list[Any] = self._prediction_transport.post_predictions(queries)
+            return result
+
+
+async def _to_thread(func: Callable[..., object], *args: object) -> None:
+    """Run ``func`` in the default executor (asyncio is imported on first async use only)."""
+    import asyncio
+
+    await asyncio.to_thread(func, *args)
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._after_fork()
+
+
+def _stop_all_at_exit() -> None:
+    for client in list(_CLIENTS):
+        if client.is_running:
+            client.stop()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_stop_all_at_exit)

@@ -1,0 +1,1361 @@
+"""The durable outbox: every tracked event is written here before ``track()`` returns.
+
+:class:`SqliteOutbox` owns one SQLite file (WAL mode) that several threads and several
+processes may share; :class:`MemoryOutbox` is the bounded in-memory stand-in used when the
+file cannot be used at all. Both expose the same methods (``_worker.Outbox`` needs them), so the
+worker never knows which one it drains.
+
+Delivery flow: ``add()`` inserts a row; the worker ``claim()``-s a batch under a lease
+(owner token, host, pid, expiry), sends it, then ``ack()``-s (deletes) what the server took,
+``dead_letter()``-s what it rejected for its content, or ``release()``-s the rest for a later
+retry. A lease that is never acked expires, and a lease whose process died on this host is
+cleared at once by :meth:`SqliteOutbox.reclaim_orphaned_leases`.
+
+File format (schema_version 1), plain SQLite, readable with ``sqlite3 outbox.sqlite3``::
+
+    events       one row per event waiting for delivery (leased or not)
+      id               INTEGER PRIMARY KEY AUTOINCREMENT   delivery order; oldest evicted first
+      event_id         TEXT NOT NULL UNIQUE                the event's uuid, the server's dedup key
+      body             TEXT NOT NULL                       the event as JSON text
+      enqueued_at      REAL NOT NULL                       epoch seconds when tracked
+      attempts         INTEGER NOT NULL DEFAULT 0          claims so far
+      next_attempt_at  REAL NOT NULL DEFAULT 0             not claimed before this epoch second
+      lease_owner      TEXT                                token of the sender holding it, or NULL
+      lease_host       TEXT                                that sender's host name
+      lease_pid        INTEGER                             that sender's process id
+      lease_expires_at REAL                                the lease is void after this
+
+    dead         events the server rejected for their content (never retried by themselves)
+      id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL,
+      enqueued_at REAL, dead_at REAL NOT NULL, attempts INTEGER, reason TEXT NOT NULL,
+      http_status INTEGER
+
+    meta         key TEXT PRIMARY KEY, value TEXT NOT NULL
+      schema_version  "1"                   another value: the file is refused, never modified
+      server_url      URL of the first client that created the file
+      mode            "real" or "dry_run"   a client of the other mode refuses the file
+      created_at      epoch seconds
+      not_before      epoch seconds: no sending before (a shared Retry-After pause)
+      pending_count   rows in events, kept by two triggers (no COUNT(*) on the hot path)
+      counter_<name>  persisted counters: delivered, duplicates, dead, evicted, retried
+
+    predictions  key TEXT PRIMARY KEY, body TEXT NOT NULL, fetched_at REAL NOT NULL
+
+    index events_leased ON events(lease_expires_at) WHERE lease_owner IS NOT NULL
+    triggers events_count_insert / events_count_delete maintain meta.pending_count
+
+Connections follow ``diskcache``: all pragmas in :data:`_PRAGMAS`, applied by
+:func:`_apply_pragmas`; one connection per (thread, pid); ``isolation_level=None`` with
+explicit ``BEGIN IMMEDIATE`` for every multi-statement write. ``add()`` runs on its own
+connection whose busy timeout is a few milliseconds, so ``track()`` never stalls: a lock held
+longer raises :class:`OutboxBusyError` and the client hands the event to the worker. Threads
+of one process take a per-file Python lock before writing, so they queue for each other
+(promptly, up to 20 ms for add()) instead of polling SQLite's lock; only another process can
+make add() report busy after a few milliseconds.
+
+Fork safety: SQLite's unix VFS keeps per-process lock bookkeeping in memory, and a child
+forked while the parent holds a connection inherits that bookkeeping without the locks. Its
+fresh connections then skip the ``fcntl`` calls they need, and when the parent later closes its
+last connection it deletes a WAL the child is still writing to (the child's next commits are
+lost; ``tests/test_outbox.py::test_fork_parent_close_keeps_child_writes`` reproduces it).
+So an ``os.register_at_fork`` hook waits for in-flight outbox calls of the parent (bounded)
+and closes its connections before the fork; both sides reopen lazily. Connections a child
+inherits anyway are never closed by the child (that would drop the parent's locks): they stay
+referenced in a module-level registry so garbage collection cannot close them.
+
+Every ``sqlite3`` exception is mapped here to :class:`OutboxError` (or
+:class:`OutboxBusyError` for a lock); callers never see ``sqlite3.*``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import pathlib
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, Literal
+
+import attrs
+
+from ._exceptions import OutboxBusyError, OutboxError
+from ._log import RateLimitedLogger, logger
+
+__all__ = [
+    "COUNTER_NAMES",
+    "SCHEMA_VERSION",
+    "ClaimedRow",
+    "LeaseOwner",
+    "MemoryOutbox",
+    "SqliteOutbox",
+]
+
+SCHEMA_VERSION: Final = "1"
+#: The persisted counters :meth:`SqliteOutbox.counters` always reports (0 when never bumped).
+COUNTER_NAMES: Final = ("delivered", "duplicates", "dead", "evicted", "retried")
+
+#: Every pragma the outbox sets, in order; :func:`_apply_pragmas` is the only place that runs
+#: them. busy_timeout comes first because journal_mode may wait for a lock.
+_PRAGMAS: Final = (
+    "PRAGMA busy_timeout = {busy_timeout_ms}",
+    "PRAGMA journal_mode = WAL",  # readers never block the writer; persists in the file
+    "PRAGMA synchronous = {synchronous}",  # NORMAL: survives a process crash; FULL: power loss
+    "PRAGMA journal_size_limit = 4194304",  # shrink the WAL back to 4 MiB after a checkpoint
+    "PRAGMA wal_autocheckpoint = {wal_autocheckpoint}",
+    "PRAGMA temp_store = MEMORY",
+)
+_SYNCHRONOUS: Final = {"normal": "NORMAL", "full": "FULL"}
+#: add() connections only checkpoint as a safety net; the worker calls checkpoint().
+_ADD_WAL_AUTOCHECKPOINT: Final = 4000
+_MAIN_WAL_AUTOCHECKPOINT: Final = 1000
+#: How long add() queues behind other threads of its own process (a GIL hand-off alone can take
+#: the 5 ms switch interval) before it reports busy; other processes get add_busy_timeout_ms.
+_ADD_THREAD_WAIT_MS: Final = 20
+#: How long a fork waits for in-flight outbox calls before giving up on closing connections.
+_FORK_WAIT_SECONDS: Final = 10.0
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL,
+        enqueued_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_host TEXT,
+        lease_pid INTEGER,
+        lease_expires_at REAL)""",
+    """CREATE TABLE IF NOT EXISTS dead (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL,
+        enqueued_at REAL,
+        dead_at REAL NOT NULL,
+        attempts INTEGER,
+        reason TEXT NOT NULL,
+        http_status INTEGER)""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS predictions (
+        key TEXT PRIMARY KEY, body TEXT NOT NULL, fetched_at REAL NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS events_leased
+        ON events(lease_expires_at) WHERE lease_owner IS NOT NULL""",
+    """CREATE TRIGGER IF NOT EXISTS events_count_insert AFTER INSERT ON events BEGIN
+        UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'pending_count'; END""",
+    """CREATE TRIGGER IF NOT EXISTS events_count_delete AFTER DELETE ON events BEGIN
+        UPDATE meta SET value = CAST(value AS INTEGER) - 1 WHERE key = 'pending_count'; END""",
+)
+_SQL_ADD: Final = "INSERT OR IGNORE INTO events (event_id, body, enqueued_at) VALUES (?, ?, ?)"
+_SQL_PENDING: Final = "SELECT value FROM meta WHERE key = 'pending_count'"
+_SQL_EVICT: Final = "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)"
+_SQL_BUMP: Final = (
+    "INSERT INTO meta (key, value) VALUES ('counter_' || ?, ?) ON CONFLICT (key) DO UPDATE"
+    " SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)"
+)
+_SQL_CLAIM: Final = (
+    "UPDATE events SET lease_owner = ?, lease_host = ?, lease_pid = ?, lease_expires_at = ?,"
+    " attempts = attempts + 1"
+    " WHERE id IN (SELECT id FROM events"
+    "  WHERE (lease_owner IS NULL OR lease_expires_at <= ?) AND next_attempt_at <= ?"
+    "  ORDER BY id LIMIT ?)"
+    " RETURNING id, event_id, body, attempts"
+)
+_SQL_RENEW: Final = (
+    "UPDATE events SET lease_expires_at = ?"
+    " WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
+    " RETURNING id"
+)
+_SQL_RELEASE: Final = (
+    "UPDATE events SET lease_owner = NULL, lease_host = NULL, lease_pid = NULL,"
+    " lease_expires_at = NULL, next_attempt_at = COALESCE(?, next_attempt_at)"
+    " WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
+)
+_SQL_DELETE_IDS: Final = "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))"
+_SQL_TO_DEAD: Final = (
+    "INSERT OR REPLACE INTO dead"
+    " (event_id, body, enqueued_at, dead_at, attempts, reason, http_status)"
+    " SELECT event_id, body, enqueued_at, ?, attempts, ?, ? FROM events WHERE id = ?"
+)
+_SQL_REQUEUE_ALL: Final = (
+    "INSERT OR IGNORE INTO events (event_id, body, enqueued_at)"
+    " SELECT event_id, body, COALESCE(enqueued_at, ?) FROM dead ORDER BY id"
+)
+_SQL_REQUEUE_SOME: Final = (
+    "INSERT OR IGNORE INTO events (event_id, body, enqueued_at)"
+    " SELECT event_id, body, COALESCE(enqueued_at, ?) FROM dead"
+    " WHERE event_id IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+_SQL_LIST_EVENTS: Final = "SELECT * FROM events ORDER BY id LIMIT ?"
+_SQL_LIST_DEAD: Final = "SELECT * FROM dead ORDER BY id LIMIT ?"
+_PROTECTED_META: Final = frozenset({"schema_version", "mode", "pending_count"})
+
+# Extended result codes carry the primary code in their low byte.
+_BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+_CORRUPT_CODES: Final = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+_eviction_log = RateLimitedLogger(60.0)
+#: (pid, token) of every LeaseOwner built in this process; see reclaim_orphaned_leases.
+_OWN_TOKENS: set[tuple[int, str]] = set()
+
+
+@attrs.frozen
+class LeaseOwner:
+    """Who holds a lease: a random token per sender, plus where it runs (host, pid)."""
+
+    token: str
+    host: str
+    pid: int
+
+    def __attrs_post_init__(self) -> None:
+        _OWN_TOKENS.add((os.getpid(), self.token))
+
+    @classmethod
+    def for_this_process(cls) -> LeaseOwner:
+        """A fresh owner for a sender in the current process."""
+        return cls(token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid())
+
+
+@attrs.frozen
+class ClaimedRow:
+    """One row leased by :meth:`SqliteOutbox.claim`; ``attempts`` includes this claim."""
+
+    row_id: int
+    event_id: str
+    body: str
+    attempts: int
+
+
+def pid_is_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0; EPERM means it does)."""
+    if pid <= 0:
+        return False  # kill(0 or -n, 0) would address process groups, not one process
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it on Windows; let the lease expire
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _orphaned_tokens(
+    leases: Sequence[tuple[str, int | None]], is_alive: Callable[[int], bool]
+) -> list[str]:
+    """Tokens among this host's leases whose process is gone.
+
+    A lease with our own pid but a token this process never built belongs to an earlier
+    process that had the same pid (pid 1 in a container restarted after a crash).
+    """
+    me = os.getpid()
+    orphans = []
+    for token, pid in leases:
+        if pid is None:
+            orphans.append(token)
+        elif pid == me:
+            if (me, token) not in _OWN_TOKENS:
+                orphans.append(token)
+        elif not is_alive(pid):
+            orphans.append(token)
+    return orphans
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = _code(exc)
+    if code is not None:
+        return code in _BUSY_CODES
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    code = _code(exc)
+    if code is not None:
+        return code in _CORRUPT_CODES
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def _map_error(exc: sqlite3.Error, op: str, path: object) -> OutboxError:
+    if _is_busy(exc):
+        return OutboxBusyError(f"{op}: outbox {path} is locked by another writer ({exc})")
+    return OutboxError(f"{op} failed on outbox {path}: {exc}")
+
+
+def _apply_pragmas(
+    conn: sqlite3.Connection, *, busy_timeout_ms: int, synchronous: str, wal_autocheckpoint: int
+) -> None:
+    """Apply :data:`_PRAGMAS` to a new connection (the one place pragmas are set)."""
+    values = {
+        "busy_timeout_ms": int(busy_timeout_ms),
+        "synchronous": synchronous,
+        "wal_autocheckpoint": int(wal_autocheckpoint),
+    }
+    for pragma in _PRAGMAS:
+        conn.execute(pragma.format(**values)).fetchall()
+
+
+def _ids_json(ids: Sequence[int]) -> str:
+    return json.dumps([int(i) for i in ids])
+
+
+def _bump(conn: sqlite3.Connection, name: str, n: int) -> None:
+    if n:
+        conn.execute(_SQL_BUMP, (name, int(n)))
+
+
+def _rows_as_dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _check_name(name: str) -> str:
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"counter name must be letters, digits and '_': {name!r}")
+    return name
+
+
+def _check_max_pending(max_pending: int) -> int:
+    if max_pending < 1:
+        raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+    return max_pending
+
+
+@attrs.define(eq=False)
+class _Registered:
+    pid: int
+    owner: int  # serial of the SqliteOutbox that opened it
+    thread: weakref.ref[threading.Thread]
+    conn: sqlite3.Connection
+
+
+class _Connections:
+    """Every connection of every SqliteOutbox, plus the gate that makes forking safe.
+
+    Outbox calls ``enter()``/``exit()`` around their use of a connection; a fork waits until
+    none is in flight, closes this process's connections and lets both sides reopen lazily.
+    Connections of another pid (inherited by a forked child) are kept here forever and never
+    closed: closing them in the child would release locks the parent relies on.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._forking = False
+        self.generation = 0
+        self._entries: list[_Registered] = []
+        self._write_locks: dict[str, threading.Lock] = {}
+
+    def write_lock(self, key: str) -> threading.Lock:
+        """The lock that serialises this process's writes to one file."""
+        lock = self._write_locks.get(key)
+        if lock is None:
+            with self._cond:
+                lock = self._write_locks.setdefault(key, threading.Lock())
+        return lock
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._active += 1
+
+    def exit(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if not self._active:
+                self._cond.notify_all()
+
+    def register(self, owner: int, conn: sqlite3.Connection) -> None:
+        """Keep ``conn`` referenced; close connections left behind by finished threads."""
+        pid = os.getpid()
+        entry = _Registered(pid, owner, weakref.ref(threading.current_thread()), conn)
+        with self._cond:
+            stale = [e for e in self._entries if e.pid == pid and not _thread_alive(e.thread)]
+            self._entries = [e for e in self._entries if e not in stale]
+            self._entries.append(entry)
+        _close_quietly(e.conn for e in stale)
+
+    def close_owner(self, owner: int) -> None:
+        """Close the connections ``owner`` opened in this process (from any thread)."""
+        pid = os.getpid()
+        with self._cond:
+            mine = [e for e in self._entries if e.pid == pid and e.owner == owner]
+            self._entries = [e for e in self._entries if e not in mine]
+        _close_quietly(e.conn for e in mine)
+
+    def before_fork(self) -> None:
+        with self._cond:
+            self._forking = True
+            deadline = time.monotonic() + _FORK_WAIT_SECONDS
+            while self._active and self._cond.wait(max(0.0, deadline - time.monotonic())):
+                pass
+            if self._active:
+                logger.warning(
+                    "fork while an outbox call was still running after %.0fs; the child "
+                    "inherits open SQLite connections",
+                    _FORK_WAIT_SECONDS,
+                )
+                return
+            pid = os.getpid()
+            mine = [e for e in self._entries if e.pid == pid]
+            self._entries = [e for e in self._entries if e.pid != pid]
+            self.generation += 1
+        _close_quietly(e.conn for e in mine)
+
+    def after_fork_in_parent(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        # Only the forking thread exists here; the lock may have been copied while held.
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._forking = False
+        self._write_locks = {}
+        self.generation += 1
+
+
+def _thread_alive(ref: weakref.ref[threading.Thread]) -> bool:
+    thread = ref()
+    return thread is not None and thread.is_alive()
+
+
+def _close_quietly(conns: Iterable[sqlite3.Connection]) -> None:
+    for conn in conns:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+
+_CONNECTIONS: Final = _Connections()
+_SERIALS = itertools.count(1)
+_MEMORY_OUTBOXES: weakref.WeakSet[MemoryOutbox] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    _CONNECTIONS.after_fork_in_child()
+    for outbox in list(_MEMORY_OUTBOXES):
+        outbox._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_CONNECTIONS.before_fork,
+        after_in_parent=_CONNECTIONS.after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
+
+
+class _CorruptFileError(Exception):
+    """Internal: the file at open time is not a healthy SQLite database."""
+
+
+class SqliteOutbox:
+    """The durable outbox in one SQLite file, shared safely by threads and processes."""
+
+    durable = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Literal["normal", "full"] = "normal",
+        max_pending: int = 1000,
+        server_url: str = "",
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+        add_busy_timeout_ms: int = 5,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+        self.path = pathlib.Path(os.fspath(path)).expanduser().absolute()
+        self.server_url = server_url
+        self._synchronous = _SYNCHRONOUS[durability]
+        self._max_pending = _check_max_pending(max_pending)
+        self._mode = "dry_run" if dry_run else "real"
+        self._clock = clock
+        self._add_busy_timeout_ms = add_busy_timeout_ms
+        self._busy_timeout_ms = busy_timeout_ms
+        self._serial = next(_SERIALS)
+        self._lock_key = os.path.realpath(self.path)
+        self._local = threading.local()
+        self._closed = False
+        _CONNECTIONS.enter()  # a fork waits until the new connection is registered
+        try:
+            conn = self._open_file()
+            self._local.key = (os.getpid(), _CONNECTIONS.generation)
+            self._local.fast = None
+            self._local.main = conn
+            _CONNECTIONS.register(self._serial, conn)
+        finally:
+            _CONNECTIONS.exit()
+        self._finalizer = weakref.finalize(self, _CONNECTIONS.close_owner, self._serial)
+        # Not at interpreter exit: a daemon worker may still be finishing its last flush, and
+        # the OS releases the file anyway (the WAL is recovered by the next open).
+        self._finalizer.atexit = False
+
+    def __repr__(self) -> str:
+        return f"SqliteOutbox({str(self.path)!r})"
+
+    # --- opening --------------------------------------------------------------------------
+    def _open_file(self) -> sqlite3.Connection:
+        """Create the file if needed, check it, set it up; move a corrupt file aside once."""
+        self._prepare_location()
+        try:
+            return self._initialise()
+        except _CorruptFileError as exc:
+            aside = self._move_aside()
+            logger.error(
+                "outbox %s is corrupt (%s); moved it aside to %s and started an empty outbox",
+                self.path,
+                exc,
+                aside,
+            )
+        self._prepare_location()
+        try:
+            return self._initialise()
+        except _CorruptFileError as exc:
+            raise OutboxError(
+                f"outbox {self.path} is still corrupt after recreating: {exc}"
+            ) from exc
+
+    def _prepare_location(self) -> None:
+        path = self.path
+        if not path.parent.is_dir():
+            try:
+                os.makedirs(path.parent, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise OutboxError(
+                    f"cannot create the directory {path.parent} for outbox {path}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+        try:
+            if path.is_dir():
+                raise OutboxError(f"outbox path {path} is a directory, not a file")
+            if not os.access(path.parent, os.W_OK | os.X_OK):
+                raise OutboxError(f"cannot write outbox {path}: its directory is not writable")
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+            os.close(os.open(path, flags, 0o600))  # SQLite gives -wal/-shm the same mode
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise OutboxError(f"cannot create or open outbox file {path}: {reason}") from exc
+
+    def _initialise(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=self._busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._check_existing(conn)  # read-only: a refused file is never modified
+            _apply_pragmas(
+                conn,
+                busy_timeout_ms=self._busy_timeout_ms,
+                synchronous=self._synchronous,
+                wal_autocheckpoint=_MAIN_WAL_AUTOCHECKPOINT,
+            )
+            with _transaction(conn):
+                self._create_schema(conn)
+        except BaseException as exc:
+            if conn is not None:
+                _close_quietly([conn])
+            if isinstance(exc, sqlite3.Error):
+                if _is_corrupt(exc):
+                    raise _CorruptFileError(str(exc)) from exc
+                raise _map_error(exc, "opening", self.path) from exc
+            raise
+        return conn
+
+    def _check_existing(self, conn: sqlite3.Connection) -> None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return
+        check = conn.execute("PRAGMA quick_check(1)").fetchone()
+        if check is None or check[0] != "ok":
+            raise _CorruptFileError(f"quick_check: {check[0] if check else 'no answer'}")
+        if "meta" not in tables or not self._check_meta(conn):
+            raise OutboxError(
+                f"{self.path} is an SQLite database but not a mosaic_telemetry outbox "
+                f"(tables: {', '.join(sorted(tables))}); refusing to touch it"
+            )
+
+    def _check_meta(self, conn: sqlite3.Connection) -> bool:
+        """Refuse another schema version or mode; False when meta has no schema_version."""
+        try:
+            meta = dict(
+                conn.execute(
+                    "SELECT key, value FROM meta WHERE key IN (?, ?)", ("schema_version", "mode")
+                ).fetchall()
+            )
+        except sqlite3.OperationalError:
+            return False  # no meta table
+        if "schema_version" not in meta:
+            return False
+        version = meta["schema_version"]
+        if version != SCHEMA_VERSION:
+            raise OutboxError(
+                f"outbox {self.path} has schema_version {version!r}, this SDK reads "
+                f"schema_version {SCHEMA_VERSION!r}; the file was left untouched"
+            )
+        mode = meta.get("mode")
+        if mode != self._mode:
+            raise OutboxError(
+                f"outbox {self.path} was created in {mode!r} mode but this client runs in "
+                f"{self._mode!r} mode (dry-run events must never be sent, nor real ones "
+                "withheld); use another outbox_path"
+            )
+        return True
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        existed = self._check_meta(conn)
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        if not existed:
+            defaults = {
+                "schema_version": SCHEMA_VERSION,
+                "server_url": self.server_url,
+                "mode": self._mode,
+                "created_at": repr(float(self._clock())),
+                "not_before": "0",
+                "pending_count": "0",
+                **{f"counter_{name}": "0" for name in COUNTER_NAMES},
+            }
+            conn.executemany(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", defaults.items()
+            )
+            self._check_meta(conn)  # another process may have created it meanwhile
+        # A safety net in case the counter row drifted (e.g. triggers dropped by hand).
+        conn.execute(
+            "UPDATE meta SET value = (SELECT COUNT(*) FROM events) WHERE key = 'pending_count'"
+            " AND CAST(value AS INTEGER) != (SELECT COUNT(*) FROM events)"
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'server_url'").fetchone()
+        if row is not None:
+            self.server_url = row[0]
+
+    def _move_aside(self) -> pathlib.Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._clock()))
+        base = f"{self.path.name}.corrupt-{stamp}"
+        aside = self.path.with_name(base)
+        for n in itertools.count(1):
+            if not aside.exists():
+                break
+            aside = self.path.with_name(f"{base}-{n}")
+        try:
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                side = pathlib.Path(f"{self.path}{suffix}")
+                if side.exists():
+                    os.replace(side, f"{aside}{suffix}")
+        except OSError as exc:
+            raise OutboxError(
+                f"outbox {self.path} is corrupt and could not be moved aside: {exc}"
+            ) from exc
+        return aside
+
+    # --- connections and transactions ----------------------------------------------------
+    def _connection(self, fast: bool) -> sqlite3.Connection:
+        """This thread's connection for this pid (opened on first use, and after a fork)."""
+        if self._closed:
+            raise OutboxError(f"outbox {self.path} is closed")
+        local = self._local
+        key = (os.getpid(), _CONNECTIONS.generation)
+        if getattr(local, "key", None) != key:
+            # First use in this thread, or after a fork: the old connections (if any) stay
+            # referenced by _CONNECTIONS; they are never closed from a forked child.
+            local.key = key
+            local.fast = None
+            local.main = None
+        conn: sqlite3.Connection | None = local.fast if fast else local.main
+        if conn is None:
+            conn = self._connect(fast)
+            if fast:
+                local.fast = conn
+            else:
+                local.main = conn
+        return conn
+
+    def _connect(self, fast: bool) -> sqlite3.Connection:
+        busy_ms = self._add_busy_timeout_ms if fast else self._busy_timeout_ms
+        conn = sqlite3.connect(
+            str(self.path), timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
+        )
+        try:
+            _apply_pragmas(
+                conn,
+                busy_timeout_ms=busy_ms,
+                synchronous=self._synchronous,
+                wal_autocheckpoint=_ADD_WAL_AUTOCHECKPOINT if fast else _MAIN_WAL_AUTOCHECKPOINT,
+            )
+        except BaseException:
+            _close_quietly([conn])
+            raise
+        _CONNECTIONS.register(self._serial, conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _read(self, op: str) -> Iterator[sqlite3.Connection]:
+        _CONNECTIONS.enter()
+        try:
+            yield self._connection(fast=False)
+        except sqlite3.Error as exc:
+            raise _map_error(exc, op, self.path) from exc
+        finally:
+            _CONNECTIONS.exit()
+
+    def _lock_for_writing(self, op: str, fast: bool) -> threading.Lock:
+        """Take this process's write lock of the file (threads queue here, not in SQLite)."""
+        lock = _CONNECTIONS.write_lock(self._lock_key)
+        if fast:
+            timeout_ms = max(self._add_busy_timeout_ms, _ADD_THREAD_WAIT_MS)
+        else:
+            timeout_ms = self._busy_timeout_ms
+        if not lock.acquire(timeout=timeout_ms / 1000):
+            raise OutboxBusyError(
+                f"{op}: outbox {self.path} is locked by another thread of this process "
+                f"for more than {timeout_ms} ms"
+            )
+        return lock
+
+    @contextlib.contextmanager
+    def _write(self, op: str, *, fast: bool = False) -> Iterator[sqlite3.Connection]:
+        _CONNECTIONS.enter()
+        try:
+            lock = self._lock_for_writing(op, fast)
+            try:
+                conn = self._connection(fast)
+                with _transaction(conn):
+                    yield conn
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            raise _map_error(exc, op, self.path) from exc
+        finally:
+            _CONNECTIONS.exit()
+
+    # --- the hot path ----------------------------------------------------------------------
+    def add(self, event_id: str, body: str) -> tuple[bool, int]:
+        """Insert one event (autocommit, short busy timeout); ``(inserted, evicted)``.
+
+        An existing ``event_id`` is a no-op ``(False, 0)``. Raises :class:`OutboxBusyError`
+        when another writer holds the lock longer than ``add_busy_timeout_ms``. Threads of
+        one process queue on a Python lock first, so only another process can cause that.
+        """
+        now = self._clock()
+        evicted = 0
+        _CONNECTIONS.enter()
+        try:
+            lock = self._lock_for_writing("add", fast=True)
+            try:
+                conn = self._connection(fast=True)
+                if conn.execute(_SQL_ADD, (event_id, body, now)).rowcount != 1:
+                    return False, 0
+                if int(conn.execute(_SQL_PENDING).fetchone()[0]) > self._max_pending:
+                    evicted = self._evict_now(conn)
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            raise _map_error(exc, "add", self.path) from exc
+        finally:
+            _CONNECTIONS.exit()
+        self._log_eviction(evicted)
+        return True, evicted
+
+    def _evict_now(self, conn: sqlite3.Connection) -> int:
+        """Evict in a transaction of its own; 0 if locked (the event is stored, the next
+        add() or add_many() evicts)."""
+        try:
+            with _transaction(conn):
+                return self._evict(conn)
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                return 0
+            raise
+
+    def add_many(self, items: Sequence[tuple[str, str]]) -> tuple[int, int]:
+        """Insert events in one transaction with the patient timeout; ``(inserted, evicted)``."""
+        if not items:
+            return 0, 0
+        now = self._clock()
+        with self._write("add_many") as conn:
+            cursor = conn.executemany(_SQL_ADD, ((eid, body, now) for eid, body in items))
+            inserted = max(cursor.rowcount, 0)
+            evicted = self._evict(conn)
+        self._log_eviction(evicted)
+        return inserted, evicted
+
+    def _evict(self, conn: sqlite3.Connection) -> int:
+        """Inside a write transaction: delete the oldest rows beyond max_pending, counted."""
+        excess = int(conn.execute(_SQL_PENDING).fetchone()[0]) - self._max_pending
+        if excess <= 0:
+            return 0
+        evicted = conn.execute(_SQL_EVICT, (excess,)).rowcount
+        _bump(conn, "evicted", evicted)
+        return evicted
+
+    def _log_eviction(self, evicted: int) -> None:
+        if evicted:
+            _eviction_log.warning(
+                f"evicted:{self.path}",
+                "outbox %s is full (max_pending=%d): evicted the %d oldest event(s)",
+                self.path,
+                self._max_pending,
+                evicted,
+            )
+
+    # --- leases -----------------------------------------------------------------------------
+    def claim(self, owner: LeaseOwner, limit: int, lease_seconds: float) -> list[ClaimedRow]:
+        """Lease up to ``limit`` eligible rows, oldest first, to ``owner``."""
+        if limit <= 0:
+            return []
+        now = self._clock()
+        params = (owner.token, owner.host, owner.pid, now + lease_seconds, now, now, limit)
+        with self._write("claim") as conn:
+            rows = conn.execute(_SQL_CLAIM, params).fetchall()
+        return sorted((ClaimedRow(*row) for row in rows), key=lambda r: r.row_id)
+
+    def renew(self, owner: LeaseOwner, row_ids: Sequence[int], lease_seconds: float) -> list[int]:
+        """Extend the leases ``owner`` still holds; returns those row ids."""
+        if not row_ids:
+            return []
+        expires = self._clock() + lease_seconds
+        with self._write("renew") as conn:
+            rows = conn.execute(_SQL_RENEW, (expires, owner.token, _ids_json(row_ids))).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def release(
+        self, owner: LeaseOwner, row_ids: Sequence[int], *, retry_at: float | None = None
+    ) -> None:
+        """Clear the leases ``owner`` still holds; with ``retry_at``, not claimable before it."""
+        if not row_ids:
+            return
+        with self._write("release") as conn:
+            conn.execute(_SQL_RELEASE, (retry_at, owner.token, _ids_json(row_ids)))
+
+    def ack(self, delivered: Sequence[int], duplicates: Sequence[int] = ()) -> None:
+        """Delete rows the server has (whatever their lease) and count them."""
+        if not delivered and not duplicates:
+            return
+        with self._write("ack") as conn:
+            for name, ids in (("delivered", delivered), ("duplicates", duplicates)):
+                if ids:
+                    _bump(conn, name, conn.execute(_SQL_DELETE_IDS, (_ids_json(ids),)).rowcount)
+
+    def dead_letter(self, rows: Sequence[tuple[int, str, int | None]]) -> int:
+        """Move rows to ``dead`` with their reason and HTTP status; returns how many moved."""
+        if not rows:
+            return 0
+        now = self._clock()
+        moved = 0
+        with self._write("dead_letter") as conn:
+            for row_id, reason, status in rows:
+                if conn.execute(_SQL_TO_DEAD, (now, reason, status, int(row_id))).rowcount:
+                    conn.execute("DELETE FROM events WHERE id = ?", (int(row_id),))
+                    moved += 1
+            _bump(conn, "dead", moved)
+        return moved
+
+    def reclaim_orphaned_leases(self, is_alive: Callable[[int], bool] | None = None) -> int:
+        """Clear leases held by dead processes of this host; returns how many rows."""
+        host = socket.gethostname()
+        with self._read("reclaim_orphaned_leases") as conn:
+            leases = conn.execute(
+                "SELECT DISTINCT lease_owner, lease_pid FROM events"
+                " WHERE lease_owner IS NOT NULL AND lease_host = ?",
+                (host,),
+            ).fetchall()
+        orphans = _orphaned_tokens(leases, is_alive or pid_is_alive)
+        if not orphans:
+            return 0
+        with self._write("reclaim_orphaned_leases") as conn:
+            return conn.execute(
+                "UPDATE events SET lease_owner = NULL, lease_host = NULL, lease_pid = NULL,"
+                " lease_expires_at = NULL"
+                " WHERE lease_host = ? AND lease_owner IN (SELECT value FROM json_each(?))",
+                (host, json.dumps(orphans)),
+            ).rowcount
+
+    # --- state --------------------------------------------------------------------------------
+    def pending_count(self) -> int:
+        """Rows waiting for delivery, leased or not (O(1): a trigger-maintained counter)."""
+        with self._read("pending_count") as conn:
+            row = conn.execute(_SQL_PENDING).fetchone()
+        return int(row[0]) if row else 0
+
+    def leased_count(self) -> int:
+        """Rows under a lease that has not expired."""
+        with self._read("leased_count") as conn:
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM events"
+                    " WHERE lease_owner IS NOT NULL AND lease_expires_at > ?",
+                    (self._clock(),),
+                ).fetchone()[0]
+            )
+
+    def dead_count(self) -> int:
+        """Rows in the dead-letter table."""
+        with self._read("dead_count") as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+
+    def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest waiting row was tracked, or None when there is none."""
+        with self._read("oldest_pending_age") as conn:
+            row = conn.execute("SELECT enqueued_at FROM events ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else max(0.0, self._clock() - float(row[0]))
+
+    def counters(self) -> dict[str, int]:
+        """The persisted counters (at least :data:`COUNTER_NAMES`)."""
+        with self._read("counters") as conn:
+            rows = conn.execute(
+                "SELECT substr(key, 9), value FROM meta WHERE key LIKE 'counter\\_%' ESCAPE '\\'"
+            ).fetchall()
+        result = dict.fromkeys(COUNTER_NAMES, 0)
+        result.update((name, int(value)) for name, value in rows)
+        return result
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the persisted counter ``name``."""
+        _check_name(name)
+        with self._write("bump") as conn:
+            _bump(conn, name, n)
+
+    def get_not_before(self) -> float:
+        """The shared pause: no sending before this epoch second (0 when none)."""
+        value = self.get_meta("not_before")
+        try:
+            return float(value) if value is not None else 0.0
+        except ValueError:
+            return 0.0
+
+    def set_not_before(self, when: float) -> None:
+        """Pause sending for every process sharing the file until ``when``."""
+        self.set_meta("not_before", repr(float(when)))
+
+    def get_meta(self, key: str) -> str | None:
+        """One value of the ``meta`` table."""
+        with self._read("get_meta") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one value of the ``meta`` table (the identity keys cannot be changed)."""
+        if key in _PROTECTED_META:
+            raise ValueError(f"meta key {key!r} is managed by the outbox itself")
+        with self._write("set_meta") as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without waiting for anyone (PASSIVE)."""
+        with self._read("checkpoint") as conn:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    # --- predictions cache ----------------------------------------------------------------------
+    def save_prediction(self, key: str, body: str, fetched_at: float) -> None:
+        """Store one prediction reply (JSON text) under its query key."""
+        with self._write("save_prediction") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO predictions (key, body, fetched_at) VALUES (?, ?, ?)",
+                (key, body, fetched_at),
+            )
+
+    def load_predictions(self) -> list[tuple[str, str, float]]:
+        """Every stored prediction as ``(key, body, fetched_at)``."""
+        with self._read("load_predictions") as conn:
+            rows = conn.execute("SELECT key, body, fetched_at FROM predictions ORDER BY key")
+            return [(str(k), str(b), float(f)) for k, b, f in rows.fetchall()]
+
+    # --- inspection and repair ------------------------------------------------------------------
+    def list_rows(self, *, dead: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows of ``events`` (or ``dead``) oldest first, as dicts keyed by column name."""
+        sql = _SQL_LIST_DEAD if dead else _SQL_LIST_EVENTS
+        with self._read("list_rows") as conn:
+            return _rows_as_dicts(conn.execute(sql, (-1 if limit is None else limit,)))
+
+    def get_row(self, event_id: str) -> dict[str, Any] | None:
+        """One event by id, pending or dead, with ``state`` set to "pending" or "dead"."""
+        with self._read("get_row") as conn:
+            for state, table in (("pending", "events"), ("dead", "dead")):
+                rows = _rows_as_dicts(
+                    conn.execute(f"SELECT * FROM {table} WHERE event_id = ?", (event_id,))  # noqa: S608
+                )
+                if rows:
+                    return {**rows[0], "state": state}
+        return None
+
+    def requeue(self, event_ids: Sequence[str] | None = None) -> int:
+        """Move dead rows (all, or these event ids) back to pending with attempts reset."""
+        now = self._clock()
+        with self._write("requeue") as conn:
+            if event_ids is None:
+                conn.execute(_SQL_REQUEUE_ALL, (now,))
+                return conn.execute("DELETE FROM dead").rowcount
+            ids = json.dumps(list(event_ids))
+            conn.execute(_SQL_REQUEUE_SOME, (now, ids))
+            return conn.execute(
+                "DELETE FROM dead WHERE event_id IN (SELECT value FROM json_each(?))", (ids,)
+            ).rowcount
+
+    def purge(self, *, dead_only: bool) -> int:
+        """Delete every dead row (and every pending row unless ``dead_only``); returns count."""
+        with self._write("purge") as conn:
+            removed = conn.execute("DELETE FROM dead").rowcount
+            if not dead_only:
+                removed += conn.execute("DELETE FROM events").rowcount
+        return int(removed)
+
+    def close(self) -> None:
+        """Close this outbox's connections in this process; later calls raise OutboxError."""
+        self._closed = True
+        self._finalizer()
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+@attrs.define
+class _MemoryRow:
+    id: int
+    event_id: str
+    body: str
+    enqueued_at: float
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    lease_owner: str | None = None
+    lease_host: str | None = None
+    lease_pid: int | None = None
+    lease_expires_at: float | None = None
+
+    def eligible(self, now: float) -> bool:
+        leased = self.lease_owner is not None and (self.lease_expires_at or 0.0) > now
+        return not leased and self.next_attempt_at <= now
+
+    def clear_lease(self) -> None:
+        self.lease_owner = self.lease_host = self.lease_pid = self.lease_expires_at = None
+
+
+class MemoryOutbox:
+    """The bounded in-memory fallback: same methods as :class:`SqliteOutbox`, nothing durable.
+
+    ``max_pending`` bounds both the pending and the dead rows. A forked child starts empty:
+    the rows it inherits belong to the parent, which sends them.
+    """
+
+    durable = False
+    path: pathlib.Path | None = None
+
+    def __init__(
+        self,
+        *,
+        max_pending: int = 1000,
+        server_url: str = "",
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.server_url = server_url
+        self._max_pending = _check_max_pending(max_pending)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._dead_ids = itertools.count(1)
+        self._events: dict[int, _MemoryRow] = {}  # insertion order == id order
+        self._by_event_id: dict[str, int] = {}
+        self._dead: dict[str, dict[str, Any]] = {}
+        self._counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self._meta: dict[str, str] = {
+            "schema_version": SCHEMA_VERSION,
+            "server_url": server_url,
+            "mode": "dry_run" if dry_run else "real",
+            "created_at": repr(float(clock())),
+            "not_before": "0",
+        }
+        self._predictions: dict[str, tuple[str, float]] = {}
+        _MEMORY_OUTBOXES.add(self)
+
+    def __repr__(self) -> str:
+        return f"MemoryOutbox(pending={len(self._events)})"
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._events.clear()
+        self._by_event_id.clear()
+        self._dead.clear()
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+
+    def add(self, event_id: str, body: str) -> tuple[bool, int]:
+        """Insert one event; ``(inserted, evicted)``."""
+        inserted, evicted = self.add_many([(event_id, body)])
+        return bool(inserted), evicted
+
+    def add_many(self, items: Sequence[tuple[str, str]]) -> tuple[int, int]:
+        """Insert events, evicting the oldest beyond ``max_pending``; ``(inserted, evicted)``."""
+        now = self._clock()
+        inserted = 0
+        with self._lock:
+            for event_id, body in items:
+                if event_id in self._by_event_id:
+                    continue
+                row_id = next(self._ids)
+                self._events[row_id] = _MemoryRow(row_id, event_id, body, now)
+                self._by_event_id[event_id] = row_id
+                inserted += 1
+            evicted = 0
+            while len(self._events) > self._max_pending:
+                oldest = next(iter(self._events))
+                self._by_event_id.pop(self._events.pop(oldest).event_id, None)
+                evicted += 1
+            self._counters["evicted"] += evicted
+        if evicted:
+            _eviction_log.warning(
+                f"evicted:memory:{id(self)}",
+                "in-memory outbox is full (max_pending=%d): evicted the %d oldest event(s)",
+                self._max_pending,
+                evicted,
+            )
+        return inserted, evicted
+
+    def claim(self, owner: LeaseOwner, limit: int, lease_seconds: float) -> list[ClaimedRow]:
+        """Lease up to ``limit`` eligible rows, oldest first, to ``owner``."""
+        now = self._clock()
+        claimed: list[ClaimedRow] = []
+        with self._lock:
+            for row in self._events.values():
+                if len(claimed) >= limit:
+                    break
+                if row.eligible(now):
+                    row.lease_owner, row.lease_host, row.lease_pid = (
+                        owner.token,
+                        owner.host,
+                        owner.pid,
+                    )
+                    row.lease_expires_at = now + lease_seconds
+                    row.attempts += 1
+                    claimed.append(ClaimedRow(row.id, row.event_id, row.body, row.attempts))
+        return claimed
+
+    def _owned(self, owner: LeaseOwner, row_ids: Sequence[int]) -> list[_MemoryRow]:
+        rows = (self._events.get(int(i)) for i in row_ids)
+        return [r for r in rows if r is not None and r.lease_owner == owner.token]
+
+    def renew(self, owner: LeaseOwner, row_ids: Sequence[int], lease_seconds: float) -> list[int]:
+        """Extend the leases ``owner`` still holds; returns those row ids."""
+        expires = self._clock() + lease_seconds
+        with self._lock:
+            rows = self._owned(owner, row_ids)
+            for row in rows:
+                row.lease_expires_at = expires
+            return sorted({r.id for r in rows})
+
+    def release(
+        self, owner: LeaseOwner, row_ids: Sequence[int], *, retry_at: float | None = None
+    ) -> None:
+        """Clear the leases ``owner`` still holds; with ``retry_at``, not claimable before it."""
+        with self._lock:
+            for row in self._owned(owner, row_ids):
+                row.clear_lease()
+                if retry_at is not None:
+                    row.next_attempt_at = retry_at
+
+    def _delete(self, row_ids: Sequence[int]) -> int:
+        removed = 0
+        for row_id in dict.fromkeys(int(i) for i in row_ids):
+            row = self._events.pop(row_id, None)
+            if row is not None:
+                del self._by_event_id[row.event_id]
+                removed += 1
+        return removed
+
+    def ack(self, delivered: Sequence[int], duplicates: Sequence[int] = ()) -> None:
+        """Delete rows the server has (whatever their lease) and count them."""
+        with self._lock:
+            self._counters["delivered"] += self._delete(delivered)
+            self._counters["duplicates"] += self._delete(duplicates)
+
+    def dead_letter(self, rows: Sequence[tuple[int, str, int | None]]) -> int:
+        """Move rows to the dead list with their reason and HTTP status; returns how many."""
+        now = self._clock()
+        moved = 0
+        with self._lock:
+            for row_id, reason, status in rows:
+                row = self._events.pop(int(row_id), None)
+                if row is None:
+                    continue
+                del self._by_event_id[row.event_id]
+                self._dead.pop(row.event_id, None)
+                self._dead[row.event_id] = {
+                    "id": next(self._dead_ids),
+                    "event_id": row.event_id,
+                    "body": row.body,
+                    "enqueued_at": row.enqueued_at,
+                    "dead_at": now,
+                    "attempts": row.attempts,
+                    "reason": reason,
+                    "http_status": status,
+                }
+                moved += 1
+            while len(self._dead) > self._max_pending:
+                del self._dead[next(iter(self._dead))]
+                self._counters["evicted"] += 1
+            self._counters["dead"] += moved
+        return moved
+
+    def reclaim_orphaned_leases(self, is_alive: Callable[[int], bool] | None = None) -> int:
+        """Clear leases held by dead processes of this host; returns how many rows."""
+        host = socket.gethostname()
+        with self._lock:
+            leased = [r for r in self._events.values() if r.lease_owner and r.lease_host == host]
+        leases = list({(r.lease_owner or "", r.lease_pid) for r in leased})
+        orphans = set(_orphaned_tokens(leases, is_alive or pid_is_alive))
+        cleared = 0
+        with self._lock:
+            for row in self._events.values():
+                if row.lease_owner in orphans and row.lease_host == host:
+                    row.clear_lease()
+                    cleared += 1
+        return cleared
+
+    def pending_count(self) -> int:
+        """Rows waiting for delivery, leased or not."""
+        return len(self._events)
+
+    def leased_count(self) -> int:
+        """Rows under a lease that has not expired."""
+        now = self._clock()
+        with self._lock:
+            return sum(
+                1
+                for r in self._events.values()
+                if r.lease_owner and (r.lease_expires_at or 0) > now
+            )
+
+    def dead_count(self) -> int:
+        """Rows in the dead list."""
+        return len(self._dead)
+
+    def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest waiting row was added, or None when there is none."""
+        with self._lock:
+            oldest = next(iter(self._events.values()), None)
+        return None if oldest is None else max(0.0, self._clock() - oldest.enqueued_at)
+
+    def counters(self) -> dict[str, int]:
+        """The counters (at least :data:`COUNTER_NAMES`)."""
+        with self._lock:
+            return dict(self._counters)
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name``."""
+        _check_name(name)
+        with self._lock:
+            self._counters[name] = self._counters.get(name, 0) + n
+
+    def get_not_before(self) -> float:
+        """The pause: no sending before this epoch second (0 when none)."""
+        return float(self._meta.get("not_before", "0"))
+
+    def set_not_before(self, when: float) -> None:
+        """Pause sending until ``when``."""
+        self._meta["not_before"] = repr(float(when))
+
+    def get_meta(self, key: str) -> str | None:
+        """One meta value."""
+        if key == "pending_count":
+            return str(len(self._events))
+        return self._meta.get(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one meta value (the identity keys cannot be changed)."""
+        if key in _PROTECTED_META:
+            raise ValueError(f"meta key {key!r} is managed by the outbox itself")
+        self._meta[key] = value
+
+    def checkpoint(self) -> None:
+        """Nothing to checkpoint in memory."""
+
+    def save_prediction(self, key: str, body: str, fetched_at: float) -> None:
+        """Store one prediction reply under its query key."""
+        with self._lock:
+            self._predictions[key] = (body, fetched_at)
+
+    def load_predictions(self) -> list[tuple[str, str, float]]:
+        """Every stored prediction as ``(key, body, fetched_at)``."""
+        with self._lock:
+            return [(k, b, f) for k, (b, f) in sorted(self._predictions.items())]
+
+    def list_rows(self, *, dead: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """Pending (or dead) rows oldest first, as dicts keyed like the SQLite columns."""
+        with self._lock:
+            if dead:
+                rows = [dict(r) for r in self._dead.values()]
+            else:
+                rows = [attrs.asdict(r) for r in self._events.values()]
+        return rows if limit is None or limit < 0 else rows[:limit]
+
+    def get_row(self, event_id: str) -> dict[str, Any] | None:
+        """One event by id, pending or dead, with ``state`` set to "pending" or "dead"."""
+        with self._lock:
+            row_id = self._by_event_id.get(event_id)
+            if row_id is not None:
+                return {**attrs.asdict(self._events[row_id]), "state": "pending"}
+            dead = self._dead.get(event_id)
+            return None if dead is None else {**dead, "state": "dead"}
+
+    def requeue(self, event_ids: Sequence[str] | None = None) -> int:
+        """Move dead rows (all, or these event ids) back to pending with attempts reset."""
+        with self._lock:
+            wanted = (
+                list(self._dead)
+                if event_ids is None
+                else [e for e in dict.fromkeys(event_ids) if e in self._dead]
+            )
+            for event_id in wanted:
+                dead = self._dead.pop(event_id)
+                if event_id not in self._by_event_id:
+                    row_id = next(self._ids)
+                    self._events[row_id] = _MemoryRow(
+                        row_id, event_id, dead["body"], dead["enqueued_at"]
+                    )
+                    self._by_event_id[event_id] = row_id
+        return len(wanted)
+
+    def purge(self, *, dead_only: bool) -> int:
+        """Forget every dead row (and every pending row unless ``dead_only``)."""
+        with self._lock:
+            removed = len(self._dead)
+            self._dead.clear()
+            if not dead_only:
+                removed += len(self._events)
+                self._events.clear()
+                self._by_event_id.clear()
+        return removed
+
+    def close(self) -> None:
+        """Nothing to close; the rows are lost with the process."""

@@ -1,0 +1,339 @@
+"""Tests of the retry policy and Retry-After parsing (pure: no HTTP, no real backoff sleeps)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mosaic_telemetry._retry import RetryPolicy, make_retrying, parse_retry_after
+
+NOW = 1_700_000_000.0  # a fixed "current" epoch time
+CAP = 3600.0
+
+
+# --- parse_retry_after ------------------------------------------------------------------------
+def http_date(epoch: float) -> str:
+    return format_datetime(datetime.fromtimestamp(epoch, tz=timezone.utc), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2", 2.0),
+        ("0", 0.0),
+        (" 120 ", 120.0),
+        ("2.5", 2.5),
+        ("-5", 0.0),
+        ("86400", CAP),
+        ("9" * 500, None),  # over the header length limit: garbage
+        ("9" * 150, CAP),
+    ],
+)
+def test_parse_retry_after_delta_seconds(value: str, expected: float | None) -> None:
+    """Delta-seconds (integer or fraction) are read, negatives clamp to 0 and huge values to cap."""
+    assert expected == parse_retry_after(value, now=NOW, cap=CAP)
+
+
+def test_parse_retry_after_future_http_date() -> None:
+    """An HTTP-date in the future gives the seconds from the injected ``now`` until then."""
+    assert parse_retry_after(http_date(NOW + 30), now=NOW, cap=CAP) == 30.0
+
+
+def test_parse_retry_after_far_future_http_date_is_capped() -> None:
+    """An HTTP-date days away is clamped to the cap."""
+    assert parse_retry_after(http_date(NOW + 5 * 86400), now=NOW, cap=CAP) == CAP
+
+
+def test_parse_retry_after_past_http_date_is_zero() -> None:
+    """An HTTP-date in the past means "retry now": 0 seconds."""
+    assert parse_retry_after(http_date(NOW - 600), now=NOW, cap=CAP) == 0.0
+
+
+def test_parse_retry_after_http_date_without_zone_is_utc() -> None:
+    """A ``-0000`` HTTP-date (no zone claim) is read as UTC, not local time."""
+    value = http_date(NOW + 10).replace("GMT", "-0000")
+    assert parse_retry_after(value, now=NOW, cap=CAP) == 10.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "   ", "soon", "1e3", "nan", "inf", "0x10", "12 seconds", "Wed, 99 Foo 2015"],
+)
+def test_parse_retry_after_garbage_is_none(value: str | None) -> None:
+    """Missing or unreadable values give None instead of raising."""
+    assert parse_retry_after(value, now=NOW, cap=CAP) is None
+
+
+@given(st.text(max_size=300), st.floats(min_value=0, max_value=1e6))
+def test_parse_retry_after_never_raises(value: str, cap: float) -> None:
+    """For any text, the result is None or a float within [0, cap]."""
+    result = parse_retry_after(value, now=NOW, cap=cap)
+    assert result is None or (isinstance(result, float) and 0.0 <= result <= cap)
+
+
+@given(st.integers(min_value=-(10**6), max_value=10**12))
+def test_parse_retry_after_any_integer_is_clamped(seconds: int) -> None:
+    """Any integer delta-seconds lands in [0, cap]."""
+    assert min(max(float(seconds), 0.0), CAP) == parse_retry_after(str(seconds), now=NOW, cap=CAP)
+
+
+# --- make_retrying ----------------------------------------------------------------------------
+class Script:
+    """An attempt function that returns scripted results and counts its calls."""
+
+    def __init__(self, *results: Any, after: Callable[[], None] | None = None) -> None:
+        self.results = list(results)
+        self.calls = 0
+        self.after = after
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        result = self.results.pop(0) if len(self.results) > 1 else self.results[0]
+        if self.after is not None:
+            self.after()
+        return result
+
+
+RETRY = "retry"
+
+
+def policy(
+    *,
+    max_retries: int = 3,
+    stop_event: threading.Event | None = None,
+    waits: list[float] | None = None,
+    retry_after: float | None = None,
+    **kwargs: Any,
+) -> RetryPolicy:
+    """A policy retrying the string "retry", recording requested waits instead of sleeping."""
+    recorded = waits if waits is not None else []
+    kwargs.setdefault("sleep", recorded.append)
+    return make_retrying(
+        max_retries=max_retries,
+        stop_event=stop_event or threading.Event(),
+        is_retryable=lambda result: result == RETRY,
+        retry_after_of=lambda result: retry_after,
+        **kwargs,
+    )
+
+
+def test_success_first_time_makes_one_attempt() -> None:
+    """A non-retryable result is returned at once, with no wait."""
+    waits: list[float] = []
+    attempt = Script("ok")
+    assert policy(waits=waits)(attempt) == "ok"
+    assert (attempt.calls, waits) == (1, [])
+
+
+def test_retries_until_success() -> None:
+    """Retryable results are retried and the first good result is returned."""
+    waits: list[float] = []
+    attempt = Script(RETRY, RETRY, "ok")
+    assert policy(waits=waits)(attempt) == "ok"
+    assert (attempt.calls, len(waits)) == (3, 2)
+
+
+@pytest.mark.parametrize("max_retries", [0, 1, 3, 7])
+def test_max_retries_honoured_and_last_result_returned(max_retries: int) -> None:
+    """After max_retries retries the last result comes back (no RetryError), after N+1 tries."""
+    waits: list[float] = []
+    attempt = Script(*([RETRY] * max_retries), "retry-last")
+    result = make_retrying(
+        max_retries=max_retries,
+        stop_event=threading.Event(),
+        is_retryable=lambda result: result.startswith("retry"),
+        retry_after_of=lambda result: None,
+        sleep=waits.append,
+    )(attempt)
+    assert ("retry-last", max_retries + 1, max_retries) == (result, attempt.calls, len(waits))
+
+
+def test_backoff_grows_and_is_jittered_within_bounds() -> None:
+    """Waits are full-jitter exponential: within [0, base * 2**n] and capped, not all equal."""
+    base, cap = 1.0, 8.0
+    rounds: list[list[float]] = []
+    for _ in range(40):
+        waits: list[float] = []
+        policy(max_retries=6, waits=waits, base=base, cap=cap)(Script(RETRY))
+        rounds.append(waits)
+    for waits in rounds:
+        assert len(waits) == 6
+        for n, wait in enumerate(waits):
+            assert 0.0 <= wait <= min(base * 2**n, cap)
+    firsts, lasts = [w[0] for w in rounds], [w[-1] for w in rounds]
+    assert len(set(lasts)) > 1, "no jitter"
+    assert max(lasts) > max(firsts), "no growth"
+
+
+def test_retry_after_is_a_minimum() -> None:
+    """A Retry-After longer than the backoff is waited in full."""
+    waits: list[float] = []
+    policy(max_retries=2, waits=waits, retry_after=42.0, base=0.01, cap=1.0)(Script(RETRY))
+    assert waits == [42.0, 42.0]
+
+
+def test_backoff_wins_over_shorter_retry_after() -> None:
+    """A Retry-After shorter than the backoff does not shorten the backoff."""
+    waits: list[float] = []
+    policy(max_retries=3, waits=waits, retry_after=0.0, base=100.0, cap=100.0)(Script(RETRY))
+    assert len(waits) == 3
+    assert all(0.0 <= wait <= 100.0 for wait in waits)
+
+
+def test_retry_after_not_capped_by_backoff_cap() -> None:
+    """Retry-After (already capped by the parser) may exceed the backoff cap."""
+    waits: list[float] = []
+    policy(max_retries=1, waits=waits, retry_after=300.0, cap=60.0)(Script(RETRY))
+    assert waits == [300.0]
+
+
+def test_before_sleep_sees_result_and_wait() -> None:
+    """before_sleep gets the retryable result and the seconds about to be waited."""
+    seen: list[tuple[Any, float]] = []
+    waits: list[float] = []
+    policy(
+        max_retries=2,
+        waits=waits,
+        retry_after=5.0,
+        before_sleep=lambda result, seconds: seen.append((result, seconds)),
+    )(Script(RETRY, RETRY, "ok"))
+    assert seen == [(RETRY, 5.0), (RETRY, 5.0)]
+    assert waits == [5.0, 5.0]
+
+
+def test_stop_event_already_set_means_one_attempt() -> None:
+    """With the stop event set, the first result is returned without any retry or wait."""
+    event = threading.Event()
+    event.set()
+    waits: list[float] = []
+    attempt = Script(RETRY)
+    assert policy(stop_event=event, waits=waits)(attempt) == RETRY
+    assert (attempt.calls, waits) == (1, [])
+
+
+def test_stop_event_set_during_attempt_stops_retrying() -> None:
+    """Setting the stop event while an attempt runs ends the loop after that attempt."""
+    event = threading.Event()
+    attempt = Script(RETRY, after=event.set)
+    assert policy(stop_event=event, max_retries=5)(attempt) == RETRY
+    assert attempt.calls == 1
+
+
+def test_stop_event_cuts_a_real_wait_short() -> None:
+    """The default sleep waits on the stop event: setting it ends a 30 s backoff at once."""
+    event = threading.Event()
+    attempt = Script(RETRY)
+    slept = threading.Event()
+
+    def before_sleep(result: Any, seconds: float) -> None:
+        slept.set()
+
+    done: list[Any] = []
+    policy_ = make_retrying(
+        max_retries=5,
+        stop_event=event,
+        is_retryable=lambda result: result == RETRY,
+        retry_after_of=lambda result: 30.0,
+        before_sleep=before_sleep,
+    )
+    runner = threading.Thread(target=lambda: done.append(policy_(attempt)))
+    started = time.monotonic()
+    runner.start()
+    assert slept.wait(5.0)
+    event.set()
+    runner.join(5.0)
+    assert not runner.is_alive()
+    assert time.monotonic() - started < 5.0
+    assert done == [RETRY]
+    # no request after the interrupted wait: the stop is honoured before the next attempt
+    assert attempt.calls == 1
+
+
+def test_deadline_stops_retrying() -> None:
+    """A deadline that turns true ends the loop and returns the last result."""
+    waits: list[float] = []
+    attempt = Script(RETRY)
+    calls_until_deadline = 2
+    result = policy(
+        max_retries=10, waits=waits, deadline=lambda: attempt.calls >= calls_until_deadline
+    )(attempt)
+    assert (RETRY, calls_until_deadline, 1) == (result, attempt.calls, len(waits))
+
+
+def test_deadline_passed_during_wait_skips_next_attempt() -> None:
+    """A deadline passed while waiting prevents the next request (e.g. the lease ran out)."""
+    expired = threading.Event()
+    attempt = Script(RETRY)
+    result = policy(max_retries=10, sleep=lambda seconds: expired.set(), deadline=expired.is_set)(
+        attempt
+    )
+    assert (result, attempt.calls) == (RETRY, 1)
+
+
+def test_exceptions_propagate_without_retry() -> None:
+    """An exception from the attempt function is re-raised as is, never retried."""
+    calls: list[int] = []
+
+    def boom() -> str:
+        calls.append(1)
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError, match="bug"):
+        policy()(boom)
+    assert len(calls) == 1
+
+
+def test_exception_after_retries_propagates() -> None:
+    """An exception raised on a later attempt propagates too (no RetryError wrapping)."""
+    results: list[Any] = [RETRY, RuntimeError("late")]
+
+    def attempt() -> Any:
+        item = results.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    with pytest.raises(RuntimeError, match="late"):
+        policy()(attempt)
+
+
+def test_policy_is_reusable_and_independent_between_calls() -> None:
+    """One policy built once serves many calls, each with its own attempt count."""
+    waits: list[float] = []
+    shared = policy(max_retries=2, waits=waits)
+    first, second = Script(RETRY), Script(RETRY, "ok")
+    assert shared(first) == RETRY
+    assert shared(second) == "ok"
+    assert (first.calls, second.calls) == (3, 2)
+
+
+def test_policy_is_thread_safe() -> None:
+    """Concurrent calls on one policy keep their own state."""
+    shared = policy(max_retries=3, sleep=lambda seconds: None)
+    scripts = [Script(*([RETRY] * n), f"ok{n}") for n in range(4)]
+    results: dict[int, Any] = {}
+
+    def run(n: int) -> None:
+        results[n] = shared(scripts[n])
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5.0)
+    assert {n: f"ok{n}" for n in range(4)} == results
+    assert [script.calls for script in scripts] == [1, 2, 3, 4]
+
+
+def test_negative_max_retries_is_refused() -> None:
+    """max_retries below zero is a programming error, said at construction."""
+    with pytest.raises(ValueError, match="max_retries"):
+        policy(max_retries=-1)
