@@ -16,6 +16,9 @@ from collections.abc import Callable
 __all__ = ["RateLimitedLogger", "logger"]
 
 logger = logging.getLogger("mosaic_telemetry")
+#: Set while this thread is inside one of our log calls: a log handler that calls track()
+#: (telemetry about logs, say) must not make the SDK log again, recursively.
+_emitting = threading.local()
 
 
 class RateLimitedLogger:
@@ -48,7 +51,13 @@ class RateLimitedLogger:
         if held:
             msg += " (%d similar messages held back)"
             args = (*args, held)
-        self._target.log(level, msg, *args)
+        if getattr(_emitting, "active", False):
+            return False  # a handler of ours called back into the SDK: never loop
+        _emitting.active = True
+        try:
+            self._target.log(level, msg, *args)
+        finally:
+            _emitting.active = False
         return True
 
     def error(self, key: str, msg: str, *args: object) -> bool:
