@@ -258,7 +258,10 @@ class Worker:
     # --- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            self._sender = self._sender_factory()
+            try:
+                self._sender = self._sender_factory()
+            except Exception as exc:  # e.g. an unusable URL: keep events, never die
+                self._report("sender", exc, f"telemetry sending disabled: {exc!r}")
             if self._sender is not None:
                 from ._retry import make_retrying
 
