@@ -18,7 +18,14 @@ from ._models import EVENT_FIELDS, TaskCompletionEvent, check_event_fields
 
 __all__ = ["EventBuilder"]
 
-_UNSET: Any = object()
+class _Unset:
+    """The default of a keyword setter argument that was not given."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
 
 _DEFAULTS: dict[str, Any] = {
     "retry_count": 0,

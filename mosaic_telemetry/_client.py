@@ -206,6 +206,7 @@ class TelemetryClient:
             )
 
     def __enter__(self) -> TelemetryClient:
+        """``start()``; leaving the block runs ``stop()``."""
         self.start()
         return self
 
@@ -226,6 +227,7 @@ class TelemetryClient:
         await _to_thread(self.stop)
 
     async def __aenter__(self) -> TelemetryClient:
+        """``await start_async()``; leaving the block awaits ``stop_async()``."""
         await self.start_async()
         return self
 
