@@ -282,10 +282,17 @@ class TelemetryClient:
             self._hand_off(event_id, text)
             return
         except OutboxError as exc:
-            with self._lock:
-                if self._outbox is outbox:
-                    self._outbox = self._memory_fallback(exc)
-            inserted, evicted = self._current_outbox().add(event_id, text)
+            # A write that fails now (disk full, I/O error) may work later: the worker keeps
+            # retrying the hand-off into the same file, which it also keeps draining.
+            self._stats.error(f"outbox write failed: {exc}", self._clock())
+            self._log.error(
+                "outbox-write",
+                "telemetry outbox write failed (%s); the event is "
+                "held in memory until the outbox accepts it",
+                exc,
+            )
+            self._hand_off(event_id, text)
+            return
         if evicted:
             self._stats.add("evicted", evicted)
         if inserted:

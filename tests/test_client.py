@@ -369,3 +369,39 @@ def test_on_error_receives_background_errors(
     client.track(make_event())
     client.flush(timeout=20)
     assert seen and "500" in str(seen[0])
+
+
+def test_a_failing_outbox_write_is_retried_by_the_worker(
+    server: FakeTelemetryServer,
+    make_config: Config,
+    clients: list[TelemetryClient],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A write error (disk full) holds events in memory; they and the rows on disk all arrive."""
+    from mosaic_telemetry import OutboxError
+    from mosaic_telemetry._outbox import SqliteOutbox
+
+    client = TelemetryClient(make_config())
+    clients.append(client)
+    on_disk = make_event()
+    client.track(on_disk)
+    real_add = SqliteOutbox.add
+
+    def full_disk(self: SqliteOutbox, event_id: str, body: str) -> tuple[bool, int]:
+        raise OutboxError("database or disk is full")
+
+    monkeypatch.setattr(SqliteOutbox, "add", full_disk)
+    held = make_event()
+    with caplog.at_level(logging.ERROR, logger="mosaic_telemetry"):
+        client.track(held)
+        client.track(make_event())
+    assert len([r for r in caplog.records if "outbox write failed" in r.message]) == 1
+    assert client.stats()["durable"] is True
+    assert client.queue_size == 3
+    monkeypatch.setattr(SqliteOutbox, "add", real_add)
+    client.start()
+    assert client.flush(timeout=20).remaining == 0
+    stored = {e["event_id"] for e in server.events}
+    assert {str(on_disk.event_id), str(held.event_id)} <= stored
+    assert len(stored) == 3
