@@ -72,9 +72,11 @@ class TelemetryClient:
         self._outbox: Outbox | None = None
         self._worker: Worker | None = None
         self._running = False
+        self._stopped = False  # stop() was called: a forked child stays stopped too
         self._unsent = 0
         self._pid = os.getpid()
         self._handoff = Handoff(self._max_queue)
+        self._persister: threading.Thread | None = None
         self._prediction_lock = threading.Lock()
         self._prediction_transport: Any = None
         if self._enabled:
@@ -152,6 +154,7 @@ class TelemetryClient:
             if not self._enabled or self._running:
                 return
             self._running = True
+            self._stopped = False
             self._ensure_worker()
 
     def _ensure_worker(self) -> Worker:
@@ -199,7 +202,10 @@ class TelemetryClient:
             self._check_fork()
             worker, self._worker = self._worker, None
             self._running = False
-        if worker is not None and not worker.stop(self._shutdown_timeout):
+            self._stopped = True
+        if worker is None:
+            self._settle_handoff()  # never started: no worker has written the hand-off queue
+        elif not worker.stop(self._shutdown_timeout):
             logger.warning(
                 "telemetry worker still busy after %.1f s; undelivered events stay in the outbox",
                 self._shutdown_timeout,
@@ -245,10 +251,16 @@ class TelemetryClient:
             self._after_fork()
 
     def _after_fork(self) -> None:
-        """In a forked child: fresh locks and queues, no inherited worker; restart on first use."""
+        """In a forked child: fresh locks and queues, no inherited worker; start on first use.
+
+        The child sends even when the parent never started the client: a preloading parent
+        (gunicorn ``--preload``) builds it and forks, and its workers must deliver on their own.
+        """
         self._pid = os.getpid()
+        self._running = self._enabled and not self._stopped
         self._lock = threading.RLock()
         self._handoff = Handoff(self._max_queue)
+        self._persister = None
         self._stats = Stats()
         self._worker = None
         self._unsent = 0
@@ -313,7 +325,60 @@ class TelemetryClient:
                 "telemetry event lost: the outbox stayed locked and "
                 "the in-memory handoff queue is full",
             )
-        self._wake()
+        if self._running:
+            self._wake()
+        else:
+            self._persist_soon()
+
+    def _persist_soon(self) -> None:
+        """Not started, so no worker: a short-lived thread writes the hand-off queue instead.
+
+        Without it, events handed off by a client that only tracks (a CLI, a process that
+        leaves sending to another one) stayed in memory and vanished at exit, uncounted.
+        """
+        with self._lock:
+            if self._persister is not None:
+                return  # the running persister re-checks the queue before it ends
+            self._persister = threading.Thread(
+                target=self._persist_loop, name="mosaic-telemetry-handoff", daemon=True
+            )
+            self._persister.start()
+
+    def _persist_loop(self) -> None:
+        while True:
+            written = self._persist_handoff()
+            with self._lock:
+                if not written or not len(self._handoff):
+                    self._persister = None
+                    return
+
+    def _settle_handoff(self) -> None:
+        """Wait for a persister still writing (bounded), then write what is left ourselves.
+
+        Without the wait, a persister's batch that was taken off the queue but not yet
+        committed died with the process at exit (its thread is a daemon).
+        """
+        persister = self._persister
+        if persister is not None and persister is not threading.current_thread():
+            persister.join(self._shutdown_timeout)
+        self._persist_handoff()
+
+    def _persist_handoff(self) -> bool:
+        """Write the hand-off queue to the outbox (patient lock timeout); False if it failed."""
+        items = self._handoff.take_all()
+        if not items or self._outbox is None:
+            return True
+        try:
+            _inserted, evicted = self._outbox.add_many(items)
+        except OutboxError as exc:
+            self._handoff.put_back(items)
+            self._log.error(
+                "outbox-write", "telemetry outbox write failed (%s); events stay in memory", exc
+            )
+            return False
+        if evicted:
+            self._stats.add("evicted", evicted)
+        return True
 
     def _wake(self) -> None:
         if self._running:
@@ -417,9 +482,17 @@ def _after_fork_in_child() -> None:
 
 
 def _stop_all_at_exit() -> None:
+    # Every worker is asked first, so N clients share one shutdown_timeout instead of taking
+    # N of them one after the other (no threads: they cannot start during finalization).
+    for client in list(_CLIENTS):
+        worker = client._worker
+        if client.is_running and worker is not None and client._pid == os.getpid():
+            worker.stop(client._shutdown_timeout, wait=False)
     for client in list(_CLIENTS):
         if client.is_running:
             client.stop()
+        elif client._pid == os.getpid():
+            client._settle_handoff()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -2,18 +2,24 @@
 
 Paths, headers and JSON keys of ``wire-v1.md`` live here and nowhere else, so a server that
 differs needs a change in this file only. Events are unstructured by one private cattrs
-converter (strict: our own data); server replies are read by a second, lenient one
-(unknown keys ignored, unknown enum strings kept as text, a bad result skipped).
+converter (strict: our own data); their JSON text, on the ``track()`` hot path, is written by a
+function generated once from the model's fields that writes exactly what ``json.dumps`` makes
+of that converter's dict. Server replies are read by a second, lenient converter (unknown keys
+ignored, unknown enum strings kept as text, a bad result skipped).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import types
+import typing
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from enum import Enum
 from functools import lru_cache
+from json.encoder import encode_basestring  # what json.dumps(..., ensure_ascii=False) uses
 from typing import TYPE_CHECKING, Any
 
 from ._enums import (
@@ -103,7 +109,9 @@ def prediction_headers(version: str) -> dict[str, str]:
 # --- events -------------------------------------------------------------------------------
 def format_timestamp(value: datetime) -> str:
     """ISO-8601 in UTC with a ``Z`` suffix and microseconds, as the wire expects."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -138,8 +146,69 @@ def event_to_dict(event: TaskCompletionEvent) -> dict[str, Any]:
 
 
 def event_to_json(event: TaskCompletionEvent) -> str:
-    """The compact JSON text stored in the outbox and sent as is."""
-    return json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False)
+    """The compact JSON text stored in the outbox and sent as is.
+
+    Exactly ``json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False)``
+    (a test holds them equal), written by :func:`_event_json_writer` in a quarter of the time:
+    it is on the ``track()`` hot path.
+    """
+    return _event_json_writer()(event)
+
+
+#: How a value of each scalar type is written as JSON: a Python expression around ``{v}``.
+_JSON_WRITERS: dict[Any, str] = {
+    uuid.UUID: "'\"' + str({v}) + '\"'",  # hex digits and dashes: nothing to escape
+    datetime: "'\"' + format_timestamp({v}) + '\"'",  # digits, '-', ':', '.', 'T', 'Z'
+    bool: "('true' if {v} else 'false')",
+    int: "int_repr({v})",  # as json.dumps writes an int
+    float: "float_repr({v})",  # as json.dumps writes a finite float (the model has no NaN)
+    str: "encode_basestring({v})",
+}
+
+
+def _json_expression(kind: Any, value: str, env: dict[str, Any]) -> str:
+    """A Python expression that writes ``value`` (an expression of type ``kind``) as JSON."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [k for k in typing.get_args(kind) if k is not type(None)]
+        return f"('null' if {value} is None else {_json_expression(inner, value, env)})"
+    if origin is tuple:
+        item = _json_expression(typing.get_args(kind)[0], "item", env)
+        return f"'[' + ','.join([{item} for item in {value}]) + ']'"
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        table = f"_json_{kind.__name__}"
+        env[table] = {member: encode_basestring(member.value) for member in kind}
+        return f"{table}[{value}]"
+    if kind not in _JSON_WRITERS:
+        raise TypeError(f"no JSON writer for {kind!r}")
+    return _JSON_WRITERS[kind].format(v=value)
+
+
+@lru_cache(maxsize=1)
+def _event_json_writer() -> Callable[[TaskCompletionEvent], str]:
+    """``event -> JSON text``, generated from the model's fields on first use.
+
+    One f-string with an expression per field, as attrs and cattrs generate their code: no
+    intermediate dict, no generic encoder walking it. A field of a type without a writer
+    fails here, at the first ``track()`` (and in the tests), never silently.
+    """
+    import attrs
+
+    env: dict[str, Any] = {
+        "encode_basestring": encode_basestring,
+        "format_timestamp": format_timestamp,
+        "int_repr": int.__repr__,
+        "float_repr": float.__repr__,
+    }
+    kinds = typing.get_type_hints(TaskCompletionEvent)
+    parts = [
+        f"{json.dumps(f.name)}:{{{_json_expression(kinds[f.name], f'e.{f.name}', env)}}}"
+        for f in attrs.fields(TaskCompletionEvent)
+    ]
+    source = f"def event_json(e):\n    return f'''{{{{{','.join(parts)}}}}}'''\n"
+    exec(source, env)  # noqa: S102 - our own generated code, from the model's field types
+    writer: Callable[[TaskCompletionEvent], str] = env["event_json"]
+    return writer
 
 
 _ENUM_FIELDS: dict[str, type[Any]] = {

@@ -14,7 +14,8 @@ cleared at once by :meth:`SqliteOutbox.reclaim_orphaned_leases`.
 File format (schema_version 1), plain SQLite, readable with ``sqlite3 outbox.sqlite3``::
 
     events       one row per event waiting for delivery (leased or not)
-      id               INTEGER PRIMARY KEY AUTOINCREMENT   delivery order; oldest evicted first
+      id               INTEGER PRIMARY KEY                 delivery order; oldest evicted first;
+                                                          never reused (see removed_max_id)
       event_id         TEXT NOT NULL UNIQUE                the event's uuid, the server's dedup key
       body             TEXT NOT NULL                       the event as JSON text
       enqueued_at      REAL NOT NULL                       epoch seconds when tracked
@@ -36,18 +37,30 @@ File format (schema_version 1), plain SQLite, readable with ``sqlite3 outbox.sql
       mode            "real" or "dry_run"   a client of the other mode refuses the file
       created_at      epoch seconds
       not_before      epoch seconds: no sending before (a shared Retry-After pause)
-      pending_count   rows in events, kept by two triggers (no COUNT(*) on the hot path)
+      removed_count   rows ever removed from events (delivered, dead-lettered, evicted, purged)
+      removed_max_id  the highest id ever removed from events
       counter_<name>  persisted counters: delivered, duplicates, dead, evicted, retried
+      last_error      JSON {"at": epoch seconds, "error": text}: the last background error
 
     predictions  key TEXT PRIMARY KEY, body TEXT NOT NULL, fetched_at REAL NOT NULL
 
     index events_leased ON events(lease_expires_at) WHERE lease_owner IS NOT NULL
-    triggers events_count_insert / events_count_delete maintain meta.pending_count
+    (no triggers: every DELETE FROM events goes through _delete_events(), which notes how many
+    rows it removed and the highest id among them in removed_count / removed_max_id; opening
+    the file repairs both should anything else have deleted rows)
+
+Ids are handed out 1, 2, 3, ... by one INSERT: the next id is ``max(max(id), removed_max_id) +
+1``. So an id is never reused (an ack by id can never delete a newer event), and the pending
+count is ``highest id so far - removed_count``: O(1), no ``COUNT(*)``, and no counter row
+written per insert. ``add()`` writes the events row and its event_id index entry, nothing else
+(an AUTOINCREMENT sequence row or an insert-trigger counter would each cost one more page in the
+WAL per commit, ≈ 8 µs each: see docs/performance.md).
 
 Connections follow ``diskcache``: all pragmas in :data:`_PRAGMAS`, applied by
 :func:`_apply_pragmas`; one connection per (thread, pid); ``isolation_level=None`` with
 explicit ``BEGIN IMMEDIATE`` for every multi-statement write. ``add()`` runs on its own
-connection whose busy timeout is a few milliseconds, so ``track()`` never stalls: a lock held
+connection that waits for another process's lock a few milliseconds at most (trying again
+every 0.2 ms, finer than SQLite's own busy handler), so ``track()`` never stalls: a lock held
 longer raises :class:`OutboxBusyError` and the client hands the event to the worker. Threads
 of one process take a per-file Python lock before writing, so they queue for each other
 (promptly, up to 20 ms for add()) instead of polling SQLite's lock; only another process can
@@ -90,7 +103,9 @@ from ._log import RateLimitedLogger, logger
 
 __all__ = [
     "COUNTER_NAMES",
+    "META_LAST_ERROR",
     "SCHEMA_VERSION",
+    "TABLES",
     "ClaimedRow",
     "LeaseOwner",
     "MemoryOutbox",
@@ -100,6 +115,10 @@ __all__ = [
 SCHEMA_VERSION: Final = "1"
 #: The persisted counters :meth:`SqliteOutbox.counters` always reports (0 when never bumped).
 COUNTER_NAMES: Final = ("delivered", "duplicates", "dead", "evicted", "retried")
+#: The tables of the file format (documented above); an outbox file has every one of them.
+TABLES: Final = ("events", "dead", "meta", "predictions")
+#: The meta key of the last background error a worker reported (read by `mosaic-telemetry`).
+META_LAST_ERROR: Final = "last_error"
 
 #: Every pragma the outbox sets, in order; :func:`_apply_pragmas` is the only place that runs
 #: them. busy_timeout comes first because journal_mode may wait for a lock.
@@ -107,23 +126,30 @@ _PRAGMAS: Final = (
     "PRAGMA busy_timeout = {busy_timeout_ms}",
     "PRAGMA journal_mode = WAL",  # readers never block the writer; persists in the file
     "PRAGMA synchronous = {synchronous}",  # NORMAL: survives a process crash; FULL: power loss
-    "PRAGMA journal_size_limit = 4194304",  # shrink the WAL back to 4 MiB after a checkpoint
+    # Shrink the WAL back to 4 MiB after a checkpoint. No connection checkpoints later than
+    # that (_ADD_WAL_AUTOCHECKPOINT): a WAL truncated below the size add() fills it to makes
+    # every commit past the limit grow the file again (+20% per add(); docs/performance.md).
+    "PRAGMA journal_size_limit = 4194304",
     "PRAGMA wal_autocheckpoint = {wal_autocheckpoint}",
     "PRAGMA temp_store = MEMORY",
 )
 _SYNCHRONOUS: Final = {"normal": "NORMAL", "full": "FULL"}
 #: add() connections only checkpoint as a safety net; the worker calls checkpoint().
-_ADD_WAL_AUTOCHECKPOINT: Final = 4000
+_ADD_WAL_AUTOCHECKPOINT: Final = 1000  # pages: 4 MiB, the journal_size_limit
 _MAIN_WAL_AUTOCHECKPOINT: Final = 1000
 #: How long add() queues behind other threads of its own process (a GIL hand-off alone can take
 #: the 5 ms switch interval) before it reports busy; other processes get add_busy_timeout_ms.
 _ADD_THREAD_WAIT_MS: Final = 20
+#: How often add() tries again while another process holds the write lock. SQLite's own busy
+#: handler sleeps 1 ms, then 2 ms, then 5 ms: far coarser than the inserts and batches it waits
+#: for (4 processes tracking: p99 4-5 ms with it, 1.1-1.3 ms with this; docs/performance.md).
+_ADD_RETRY_SECONDS: Final = 0.0002
 #: How long a fork waits for in-flight outbox calls before giving up on closing connections.
 _FORK_WAIT_SECONDS: Final = 10.0
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id INTEGER PRIMARY KEY,
         event_id TEXT NOT NULL UNIQUE,
         body TEXT NOT NULL,
         enqueued_at REAL NOT NULL,
@@ -147,14 +173,33 @@ _SCHEMA: Final = (
         key TEXT PRIMARY KEY, body TEXT NOT NULL, fetched_at REAL NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS events_leased
         ON events(lease_expires_at) WHERE lease_owner IS NOT NULL""",
-    """CREATE TRIGGER IF NOT EXISTS events_count_insert AFTER INSERT ON events BEGIN
-        UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'pending_count'; END""",
-    """CREATE TRIGGER IF NOT EXISTS events_count_delete AFTER DELETE ON events BEGIN
-        UPDATE meta SET value = CAST(value AS INTEGER) - 1 WHERE key = 'pending_count'; END""",
 )
-_SQL_ADD: Final = "INSERT OR IGNORE INTO events (event_id, body, enqueued_at) VALUES (?, ?, ?)"
-_SQL_PENDING: Final = "SELECT value FROM meta WHERE key = 'pending_count'"
-_SQL_EVICT: Final = "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)"
+#: Files of earlier development builds kept their counts with per-row triggers (an insert
+#: trigger costs add() one more page per commit; a delete trigger costs ~3 µs a row).
+_MIGRATIONS: Final = (
+    "DROP TRIGGER IF EXISTS events_count_insert",
+    "DROP TRIGGER IF EXISTS events_count_delete",
+    "DROP TRIGGER IF EXISTS events_removed",
+    "DELETE FROM meta WHERE key = 'pending_count'",
+)
+_SQL_NOTE_REMOVED: Final = (
+    "UPDATE meta SET value = CASE key WHEN 'removed_count' THEN CAST(value AS INTEGER) + ?"
+    " ELSE max(CAST(value AS INTEGER), ?) END WHERE key IN ('removed_count', 'removed_max_id')"
+)
+#: The highest events id handed out so far (ids are 1, 2, 3, ... and never reused).
+_SQL_HIGHEST_ID: Final = (
+    "max(coalesce((SELECT max(id) FROM events), 0),"
+    " coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'removed_max_id'), 0))"
+)
+_SQL_ADD: Final = (  # constant fragments only
+    "INSERT OR IGNORE INTO events (id, event_id, body, enqueued_at)"  # noqa: S608
+    f" VALUES ({_SQL_HIGHEST_ID} + 1, ?, ?, ?)"
+)
+_SQL_REMOVED: Final = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'removed_count'"
+_SQL_PENDING: Final = f"SELECT {_SQL_HIGHEST_ID} - coalesce(({_SQL_REMOVED}), 0)"
+_SQL_EVICT: Final = (
+    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?) RETURNING id"
+)
 _SQL_BUMP: Final = (
     "INSERT INTO meta (key, value) VALUES ('counter_' || ?, ?) ON CONFLICT (key) DO UPDATE"
     " SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)"
@@ -177,24 +222,25 @@ _SQL_RELEASE: Final = (
     " lease_expires_at = NULL, next_attempt_at = COALESCE(?, next_attempt_at)"
     " WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
 )
-_SQL_DELETE_IDS: Final = "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))"
+_SQL_DELETE_IDS: Final = (
+    "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?)) RETURNING id"
+)
 _SQL_TO_DEAD: Final = (
     "INSERT OR REPLACE INTO dead"
     " (event_id, body, enqueued_at, dead_at, attempts, reason, http_status)"
     " SELECT event_id, body, enqueued_at, ?, attempts, ?, ? FROM events WHERE id = ?"
 )
-_SQL_REQUEUE_ALL: Final = (
-    "INSERT OR IGNORE INTO events (event_id, body, enqueued_at)"
-    " SELECT event_id, body, COALESCE(enqueued_at, ?) FROM dead ORDER BY id"
-)
+# Requeued rows go back through _SQL_ADD one by one, so they get ids like any new event.
+_SQL_REQUEUE_ALL: Final = "SELECT event_id, body, COALESCE(enqueued_at, ?) FROM dead ORDER BY id"
 _SQL_REQUEUE_SOME: Final = (
-    "INSERT OR IGNORE INTO events (event_id, body, enqueued_at)"
-    " SELECT event_id, body, COALESCE(enqueued_at, ?) FROM dead"
+    "SELECT event_id, body, COALESCE(enqueued_at, ?) FROM dead"
     " WHERE event_id IN (SELECT value FROM json_each(?)) ORDER BY id"
 )
 _SQL_LIST_EVENTS: Final = "SELECT * FROM events ORDER BY id LIMIT ?"
 _SQL_LIST_DEAD: Final = "SELECT * FROM dead ORDER BY id LIMIT ?"
-_PROTECTED_META: Final = frozenset({"schema_version", "mode", "pending_count"})
+_PROTECTED_META: Final = frozenset(
+    {"schema_version", "mode", "pending_count", "removed_count", "removed_max_id"}
+)
 
 # Extended result codes carry the primary code in their low byte.
 _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
@@ -312,6 +358,15 @@ def _ids_json(ids: Sequence[int]) -> str:
     return json.dumps([int(i) for i in ids])
 
 
+def _delete_events(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> int:
+    """Run ``sql`` (a ``DELETE FROM events ... RETURNING id``) inside a write transaction and
+    note what it removed in meta (see the file format above); returns how many rows."""
+    ids = [row[0] for row in conn.execute(sql, params).fetchall()]
+    if ids:
+        conn.execute(_SQL_NOTE_REMOVED, (len(ids), max(ids)))
+    return len(ids)
+
+
 def _bump(conn: sqlite3.Connection, name: str, n: int) -> None:
     if n:
         conn.execute(_SQL_BUMP, (name, int(n)))
@@ -352,7 +407,8 @@ class _Connections:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # entered directly by enter()/exit(): no Python wrapper
+        self._cond = threading.Condition(self._mutex)
         self._active = 0
         self._forking = False
         self.generation = 0
@@ -368,15 +424,15 @@ class _Connections:
         return lock
 
     def enter(self) -> None:
-        with self._cond:
+        with self._mutex:
             while self._forking:
                 self._cond.wait()
             self._active += 1
 
     def exit(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._active -= 1
-            if not self._active:
+            if not self._active and self._forking:  # only before_fork() waits for zero
                 self._cond.notify_all()
 
     def register(self, owner: int, conn: sqlite3.Connection) -> None:
@@ -388,6 +444,28 @@ class _Connections:
             self._entries = [e for e in self._entries if e not in stale]
             self._entries.append(entry)
         _close_quietly(e.conn for e in stale)
+
+    def retire(self, owner: int) -> None:
+        """Forget ``owner``'s connections of this process without ever closing them.
+
+        They belong to a file that was deleted or replaced. Closing the last one would
+        checkpoint and then delete, by name, a ``-wal`` and ``-shm`` that now belong to the new
+        file (sqlite.org/howtocorrupt.html, "unlinking a database file while in use"), so they
+        are leaked on purpose: the OS releases them at exit. Every thread reconnects.
+        """
+        pid = os.getpid()
+        with self._cond:
+            mine = [e for e in self._entries if e.pid == pid and e.owner == owner]
+            self._entries = [e for e in self._entries if e not in mine]
+            self.generation += 1
+        for entry in mine:
+            _leak(entry.conn)
+
+    def oldest(self, owner: int) -> sqlite3.Connection | None:
+        """The first connection ``owner`` opened in this process that is still open."""
+        pid = os.getpid()
+        with self._cond:
+            return next((e.conn for e in self._entries if e.pid == pid and e.owner == owner), None)
 
     def close_owner(self, owner: int) -> None:
         """Close the connections ``owner`` opened in this process (from any thread)."""
@@ -423,11 +501,25 @@ class _Connections:
 
     def after_fork_in_child(self) -> None:
         # Only the forking thread exists here; the lock may have been copied while held.
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # entered directly by enter()/exit(): no Python wrapper
+        self._cond = threading.Condition(self._mutex)
         self._active = 0
         self._forking = False
         self._write_locks = {}
         self.generation += 1
+
+
+def _leak(conn: sqlite3.Connection) -> None:
+    """Keep ``conn`` alive until the process ends, even through interpreter finalization."""
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except Exception:  # no ctypes: a module-level reference is the next best thing
+        _LEAKED.append(conn)
+
+
+_LEAKED: list[sqlite3.Connection] = []
 
 
 def _thread_alive(ref: weakref.ref[threading.Thread]) -> bool:
@@ -495,9 +587,11 @@ class SqliteOutbox:
         self._lock_key = os.path.realpath(self.path)
         self._local = threading.local()
         self._closed = False
+        self._removed_seen = 0  # a lower bound of meta.removed_count, for add()
         _CONNECTIONS.enter()  # a fork waits until the new connection is registered
         try:
             conn = self._open_file()
+            self._file_id = self._identity()
             self._local.key = (os.getpid(), _CONNECTIONS.generation)
             self._local.fast = None
             self._local.main = conn
@@ -634,17 +728,29 @@ class SqliteOutbox:
                 "mode": self._mode,
                 "created_at": repr(float(self._clock())),
                 "not_before": "0",
-                "pending_count": "0",
                 **{f"counter_{name}": "0" for name in COUNTER_NAMES},
             }
             conn.executemany(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", defaults.items()
             )
             self._check_meta(conn)  # another process may have created it meanwhile
-        # A safety net in case the counter row drifted (e.g. triggers dropped by hand).
+        for statement in _MIGRATIONS:
+            conn.execute(statement)
         conn.execute(
-            "UPDATE meta SET value = (SELECT COUNT(*) FROM events) WHERE key = 'pending_count'"
-            " AND CAST(value AS INTEGER) != (SELECT COUNT(*) FROM events)"
+            "INSERT OR IGNORE INTO meta (key, value)"
+            " VALUES ('removed_count', '0'), ('removed_max_id', '0')"
+        )
+        # Earlier builds numbered events with AUTOINCREMENT: never hand out one of those ids
+        # again (sqlite_sequence exists: the dead table is AUTOINCREMENT).
+        conn.execute(
+            "UPDATE meta SET value = max(CAST(value AS INTEGER), seq)"
+            " FROM sqlite_sequence WHERE key = 'removed_max_id' AND name = 'events'"
+        )
+        # A safety net in case the count drifted (rows inserted or deleted by hand).
+        removed = f"{_SQL_HIGHEST_ID} - (SELECT COUNT(*) FROM events)"  # noqa: S608
+        conn.execute(
+            f"UPDATE meta SET value = {removed}"  # noqa: S608 - constant fragments only
+            f" WHERE key = 'removed_count' AND CAST(value AS INTEGER) != {removed}"
         )
         row = conn.execute("SELECT value FROM meta WHERE key = 'server_url'").fetchone()
         if row is not None:
@@ -693,9 +799,15 @@ class SqliteOutbox:
         return conn
 
     def _connect(self, fast: bool) -> sqlite3.Connection:
-        busy_ms = self._add_busy_timeout_ms if fast else self._busy_timeout_ms
+        busy_ms = 0 if fast else self._busy_timeout_ms  # add() waits by itself: _insert()
+        # mode=rw: never create the file here. If it was deleted, a plain connect would make an
+        # empty one (0644, no tables) in its place; ensure_file() recreates it properly.
         conn = sqlite3.connect(
-            str(self.path), timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
+            self.path.as_uri() + "?mode=rw",
+            timeout=busy_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=True,
         )
         try:
             _apply_pragmas(
@@ -723,6 +835,8 @@ class SqliteOutbox:
     def _lock_for_writing(self, op: str, fast: bool) -> threading.Lock:
         """Take this process's write lock of the file (threads queue here, not in SQLite)."""
         lock = _CONNECTIONS.write_lock(self._lock_key)
+        if lock.acquire(blocking=False):  # the usual case, and 3x cheaper than a timed wait
+            return lock
         if fast:
             timeout_ms = max(self._add_busy_timeout_ms, _ADD_THREAD_WAIT_MS)
         else:
@@ -765,9 +879,13 @@ class SqliteOutbox:
             lock = self._lock_for_writing("add", fast=True)
             try:
                 conn = self._connection(fast=True)
-                if conn.execute(_SQL_ADD, (event_id, body, now)).rowcount != 1:
+                cursor = self._insert(conn, (event_id, body, now))
+                if cursor.rowcount != 1:
                     return False, 0
-                if int(conn.execute(_SQL_PENDING).fetchone()[0]) > self._max_pending:
+                # Ids are consecutive, so this id minus the rows ever removed is the pending
+                # count. The removed count cached here only lags behind, so this is an upper
+                # bound: the exact check (one more transaction) runs only when it is over.
+                if (cursor.lastrowid or 0) - self._removed_seen > self._max_pending:
                     evicted = self._evict_now(conn)
             finally:
                 lock.release()
@@ -778,16 +896,32 @@ class SqliteOutbox:
         self._log_eviction(evicted)
         return True, evicted
 
+    def _insert(self, conn: sqlite3.Connection, row: tuple[str, str, float]) -> sqlite3.Cursor:
+        """``_SQL_ADD``, tried again every ``_ADD_RETRY_SECONDS`` while another process holds
+        the write lock, for at most ``add_busy_timeout_ms``; then the busy error goes up."""
+        deadline = 0.0
+        while True:
+            try:
+                return conn.execute(_SQL_ADD, row)
+            except sqlite3.OperationalError as exc:
+                now = time.monotonic()
+                if not _is_busy(exc) or (deadline and now >= deadline):
+                    raise
+                deadline = deadline or now + self._add_busy_timeout_ms / 1000
+                time.sleep(_ADD_RETRY_SECONDS)
+
     def _evict_now(self, conn: sqlite3.Connection) -> int:
         """Evict in a transaction of its own; 0 if locked (the event is stored, the next
         add() or add_many() evicts)."""
         try:
             with _transaction(conn):
-                return self._evict(conn)
+                evicted = self._evict(conn)
+            self._removed_seen = int(conn.execute(_SQL_REMOVED).fetchone()[0])  # committed
         except sqlite3.Error as exc:
             if _is_busy(exc):
                 return 0
             raise
+        return evicted
 
     def add_many(self, items: Sequence[tuple[str, str]]) -> tuple[int, int]:
         """Insert events in one transaction with the patient timeout; ``(inserted, evicted)``."""
@@ -806,7 +940,7 @@ class SqliteOutbox:
         excess = int(conn.execute(_SQL_PENDING).fetchone()[0]) - self._max_pending
         if excess <= 0:
             return 0
-        evicted = conn.execute(_SQL_EVICT, (excess,)).rowcount
+        evicted = _delete_events(conn, _SQL_EVICT, (excess,))
         _bump(conn, "evicted", evicted)
         return evicted
 
@@ -856,7 +990,7 @@ class SqliteOutbox:
         with self._write("ack") as conn:
             for name, ids in (("delivered", delivered), ("duplicates", duplicates)):
                 if ids:
-                    _bump(conn, name, conn.execute(_SQL_DELETE_IDS, (_ids_json(ids),)).rowcount)
+                    _bump(conn, name, _delete_events(conn, _SQL_DELETE_IDS, (_ids_json(ids),)))
 
     def dead_letter(self, rows: Sequence[tuple[int, str, int | None]]) -> int:
         """Move rows to ``dead`` with their reason and HTTP status; returns how many moved."""
@@ -867,8 +1001,7 @@ class SqliteOutbox:
         with self._write("dead_letter") as conn:
             for row_id, reason, status in rows:
                 if conn.execute(_SQL_TO_DEAD, (now, reason, status, int(row_id))).rowcount:
-                    conn.execute("DELETE FROM events WHERE id = ?", (int(row_id),))
-                    moved += 1
+                    moved += _delete_events(conn, _SQL_DELETE_IDS, (f"[{int(row_id)}]",))
             _bump(conn, "dead", moved)
         return moved
 
@@ -967,6 +1100,84 @@ class SqliteOutbox:
         with self._read("checkpoint") as conn:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
+    # --- a file deleted or replaced while open --------------------------------------------------
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def ensure_file(self) -> int:
+        """Recreate the file if it was deleted or replaced while open; returns the rows moved.
+
+        Without this, every write after an ``rm`` of the file (a tmp cleaner, a user freeing
+        space) went into the unlinked inode and was lost when the process ended. The worker
+        calls it once a cycle: what was written in between is still readable through the old
+        connection and moves into the new file, so nothing already tracked is lost.
+        """
+        if self._closed or self._identity() == self._file_id:
+            return 0
+        _CONNECTIONS.enter()
+        try:
+            lock = self._lock_for_writing("ensure_file", fast=False)
+            try:
+                return self._recreate()
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            raise _map_error(exc, "ensure_file", self.path) from exc
+        finally:
+            _CONNECTIONS.exit()
+
+    def _recreate(self) -> int:
+        """Under the write lock: copy every row into a new file at ``path``."""
+        current = self._identity()
+        if current == self._file_id:
+            return 0
+        old = _CONNECTIONS.oldest(self._serial)  # opened before the file went away
+        if old is None:
+            raise OutboxError(f"outbox {self.path} was deleted and no connection to it is left")
+        pending = old.execute("SELECT event_id, body, enqueued_at FROM events ORDER BY id")
+        pending_rows = pending.fetchall()
+        dead_rows = old.execute(
+            "SELECT event_id, body, enqueued_at, dead_at, attempts, reason, http_status"
+            " FROM dead ORDER BY id"
+        ).fetchall()
+        meta_rows = old.execute(
+            "SELECT key, value FROM meta"
+            " WHERE key = 'not_before' OR key LIKE 'counter\\_%' ESCAPE '\\'"
+        ).fetchall()
+        _CONNECTIONS.retire(self._serial)
+        if current is None:  # nobody recreated it yet: a -wal/-shm left here is the old file's
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+        conn = self._open_file()
+        try:
+            with _transaction(conn):
+                conn.executemany(_SQL_ADD, pending_rows)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO dead (event_id, body, enqueued_at, dead_at, attempts,"
+                    " reason, http_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    dead_rows,
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta_rows
+                )
+        finally:
+            _close_quietly([conn])  # threads reconnect lazily (retire() moved the generation)
+        self._file_id = self._identity()
+        self._removed_seen = 0
+        logger.warning(
+            "outbox %s was deleted or replaced while in use; recreated it and moved %d pending "
+            "and %d dead-lettered events into it",
+            self.path,
+            len(pending_rows),
+            len(dead_rows),
+        )
+        return len(pending_rows) + len(dead_rows)
+
     # --- predictions cache ----------------------------------------------------------------------
     def save_prediction(self, key: str, body: str, fetched_at: float) -> None:
         """Store one prediction reply (JSON text) under its query key."""
@@ -1005,10 +1216,10 @@ class SqliteOutbox:
         now = self._clock()
         with self._write("requeue") as conn:
             if event_ids is None:
-                conn.execute(_SQL_REQUEUE_ALL, (now,))
+                conn.executemany(_SQL_ADD, conn.execute(_SQL_REQUEUE_ALL, (now,)).fetchall())
                 return conn.execute("DELETE FROM dead").rowcount
             ids = json.dumps(list(event_ids))
-            conn.execute(_SQL_REQUEUE_SOME, (now, ids))
+            conn.executemany(_SQL_ADD, conn.execute(_SQL_REQUEUE_SOME, (now, ids)).fetchall())
             return conn.execute(
                 "DELETE FROM dead WHERE event_id IN (SELECT value FROM json_each(?))", (ids,)
             ).rowcount
@@ -1018,7 +1229,7 @@ class SqliteOutbox:
         with self._write("purge") as conn:
             removed = conn.execute("DELETE FROM dead").rowcount
             if not dead_only:
-                removed += conn.execute("DELETE FROM events").rowcount
+                removed += _delete_events(conn, "DELETE FROM events RETURNING id", ())
         return int(removed)
 
     def close(self) -> None:
@@ -1299,6 +1510,10 @@ class MemoryOutbox:
 
     def checkpoint(self) -> None:
         """Nothing to checkpoint in memory."""
+
+    def ensure_file(self) -> int:
+        """No file to lose: nothing to recreate."""
+        return 0
 
     def save_prediction(self, key: str, body: str, fetched_at: float) -> None:
         """Store one prediction reply under its query key."""

@@ -10,6 +10,8 @@ ones dead-lettered, the rest released for the next cycle. Nothing is dropped her
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
 from collections import deque
@@ -20,7 +22,7 @@ import attrs
 
 from ._exceptions import OutboxError, TelemetryError
 from ._log import RateLimitedLogger, logger
-from ._outbox import ClaimedRow, LeaseOwner
+from ._outbox import META_LAST_ERROR, ClaimedRow, LeaseOwner
 from ._transport import SendKind, SendResult
 
 __all__ = ["FlushResult", "Handoff", "Stats", "Worker", "WorkerSettings"]
@@ -63,8 +65,10 @@ class Outbox(Protocol):
     def oldest_pending_age(self) -> float | None: ...
     def get_not_before(self) -> float: ...
     def set_not_before(self, when: float) -> None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
     def bump(self, name: str, n: int = 1) -> None: ...
     def checkpoint(self) -> None: ...
+    def ensure_file(self) -> int: ...
 
 
 @attrs.frozen
@@ -233,13 +237,17 @@ class Worker:
         """Ask for a drain now."""
         self._wake.set()
 
-    def stop(self, timeout: float) -> bool:
-        """Run a final drain bounded by ``timeout`` seconds; True if the thread ended in time."""
-        self._stop_deadline = time.monotonic() + timeout
+    def stop(self, timeout: float, *, wait: bool = True) -> bool:
+        """Run a final drain bounded by ``timeout`` seconds; True if the thread ended in time.
+
+        ``wait=False`` only asks for it; a later ``stop()`` waits, keeping the first deadline.
+        """
+        if not self._stopping.is_set():
+            self._stop_deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
         thread = self._thread
-        if thread is None or thread is threading.current_thread():
+        if not wait or thread is None or thread is threading.current_thread():
             return True
         thread.join(max(0.0, self._stop_deadline - time.monotonic()) + 0.2)
         return not thread.is_alive()
@@ -300,7 +308,8 @@ class Worker:
         with self._cond:
             asked = self._flush_asked
             forced = final or asked > self._flush_served
-        self._safe(self._persist_handoff)
+        self._safe(lambda: self._outbox().ensure_file())  # the file deleted under us: recreate
+        self._safe(self._persist_handoff_or_report)
         self._safe(lambda: self._drain(final=final, forced=forced))
         self._safe(lambda: self._outbox().checkpoint())
         with self._cond:
@@ -315,7 +324,11 @@ class Worker:
             self._report("worker", exc, f"telemetry worker step failed: {exc!r}")
 
     def _report(self, key: str, exc: BaseException | None, text: str) -> None:
-        self._stats.error(text, self._clock())
+        now = self._clock()
+        self._stats.error(text, now)
+        if not isinstance(exc, OutboxError):  # kept in the file for `mosaic-telemetry status`
+            with contextlib.suppress(Exception):
+                self._outbox().set_meta(META_LAST_ERROR, json.dumps({"at": now, "error": text}))
         self._log.error(key, "%s", text)
         if self._on_error is not None and exc is not None:
             try:
@@ -328,17 +341,31 @@ class Worker:
         if reclaimed:
             logger.info("reclaimed %d events leased by a process that is gone", reclaimed)
 
+    def _persist_handoff_or_report(self) -> None:
+        try:
+            self._persist_handoff()
+        except OutboxError as exc:
+            # The key track() logs the same failure under: one line for the host, not two.
+            self._report(
+                "outbox-write",
+                exc,
+                f"telemetry outbox write failed ({exc}); {len(self._handoff)} events are "
+                "held in memory until the outbox accepts them",
+            )
+
     def _persist_handoff(self) -> None:
         items = self._handoff.take_all()
-        if not items:
-            return
-        try:
-            _inserted, evicted = self._outbox().add_many(items)
-        except OutboxError:
-            self._handoff.put_back(items)
-            raise
-        if evicted:
-            self._stats.add("evicted", evicted)
+        # In batches: on a nearly full disk what fits is written (and sent, freeing room for
+        # the rest); all at once, one transaction too big to fit kept every event in memory.
+        step = self._settings.batch_size
+        for start in range(0, len(items), step):
+            try:
+                _inserted, evicted = self._outbox().add_many(items[start : start + step])
+            except OutboxError:
+                self._handoff.put_back(items[start:])
+                raise
+            if evicted:
+                self._stats.add("evicted", evicted)
 
     def _drain(self, *, final: bool, forced: bool) -> None:
         """Send batches until the outbox is empty, a batch fails, or sending must wait."""

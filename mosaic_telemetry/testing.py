@@ -326,7 +326,8 @@ class ScriptedReply:
     events are stored as usual), for 422 the real validation errors, else ``{"detail": ...}``.
     ``store=True`` also stores the events for a non-2xx reply, a custom body, ``drop`` or
     ``hang`` (the server kept them, the reply was lost). Processing and recording happen
-    before ``delay``/``drop``/``hang``.
+    before ``delay``/``drop``/``hang``. ``cut_after=N`` sends only the first N bytes of the
+    reply (status line, headers, body) and then resets the connection: a reset mid-response.
     """
 
     status: int = attrs.field(
@@ -339,10 +340,15 @@ class ScriptedReply:
     drop: bool = False
     hang: bool = False
     store: bool = False
+    cut_after: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.drop and self.hang:
             raise ValueError("ScriptedReply: drop and hang exclude each other")
+        if self.cut_after is not None and (self.drop or self.hang):
+            raise ValueError("ScriptedReply: cut_after excludes drop and hang")
 
 
 class _Headers(Mapping[str, str]):
@@ -421,6 +427,24 @@ class _Plan:
     drop: bool = False
     hang: bool = False
     close: bool = False
+    cut_after: int | None = None
+
+
+class _CutWriter:
+    """Writes through until ``limit`` bytes have gone out, then swallows the rest."""
+
+    def __init__(self, target: Any, limit: int) -> None:
+        self._target, self._left = target, limit
+
+    def write(self, data: bytes) -> int:
+        part = bytes(data[: self._left])
+        self._left -= len(part)
+        if part:
+            self._target.write(part)
+        return len(data)
+
+    def flush(self) -> None:
+        self._target.flush()
 
 
 def _parse_json(body: bytes) -> tuple[bool, Any]:
@@ -682,6 +706,12 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.drop:
             self._abort()
             return False
+        if plan.cut_after is not None:
+            self.wfile = cast(Any, _CutWriter(self.wfile, plan.cut_after))
+            self._send(plan.status, plan.payload, plan.headers, close=True)
+            self.wfile.flush()
+            self._abort()
+            return False
         self._send(plan.status, plan.payload, plan.headers, close=plan.close)
         return True
 
@@ -918,7 +948,12 @@ class FakeTelemetryServer:
         else:
             status, body = script.status, _scripted_body(script, outcome, incoming.path)
             headers = dict(script.headers)
-            plan_args = {"delay": script.delay, "drop": script.drop, "hang": script.hang}
+            plan_args = {
+                "delay": script.delay,
+                "drop": script.drop,
+                "hang": script.hang,
+                "cut_after": script.cut_after,
+            }
         unanswered = bool(plan_args.get("drop") or plan_args.get("hang"))
         close = incoming.body_error is not None and incoming.body_error.close
         ok_json, parsed = _parse_json(incoming.body)
@@ -1067,7 +1102,8 @@ def _commits(script: ScriptedReply | None) -> bool:
     """Whether a request answered by ``script`` stores its events."""
     if script is None or script.store:
         return True
-    return _is_2xx(script.status) and script.body is None and not (script.drop or script.hang)
+    unanswered = script.drop or script.hang or script.cut_after is not None
+    return _is_2xx(script.status) and script.body is None and not unanswered
 
 
 def _scripted_body(script: ScriptedReply, outcome: _Outcome, path: str) -> Any:

@@ -1,0 +1,326 @@
+"""A read-only reader of an outbox file, for ``mosaic-telemetry`` and for people debugging.
+
+:class:`OutboxReader` never creates, moves or writes the file: every read opens its own
+``mode=ro`` connection (``sqlite3.connect("file:...?mode=ro", uri=True)``), checks that the
+file is a mosaic_telemetry outbox of :data:`~._outbox.SCHEMA_VERSION`, runs its queries in one
+read transaction and closes. A missing file, a file that is not SQLite (or is corrupt), an
+SQLite file of another application and an outbox of another schema version each raise
+:class:`~._exceptions.OutboxError` with a message naming the file and the problem.
+
+It reads safely while an agent writes the same file: the outbox runs in WAL mode, so a
+reader sees the last committed state and never blocks a writer (nor is it blocked by one).
+The table and key names come from :mod:`._outbox`, where the file format is defined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import attrs
+
+from ._exceptions import OutboxBusyError, OutboxError
+from ._outbox import (
+    _SQL_LIST_DEAD,
+    _SQL_LIST_EVENTS,
+    COUNTER_NAMES,
+    META_LAST_ERROR,
+    SCHEMA_VERSION,
+    TABLES,
+    _is_busy,
+    _is_corrupt,
+    _rows_as_dicts,
+)
+
+__all__ = ["OutboxReader", "OutboxStatus", "side_files"]
+
+T = TypeVar("T")
+
+#: How long a read waits for a lock (only a WAL recovery or a checkpoint-truncate holds one).
+_BUSY_TIMEOUT_SECONDS: Final = 5.0
+_SIDE_SUFFIXES: Final = ("-wal", "-shm", "-journal")
+_COUNTER_PREFIX: Final = "counter_"
+
+
+def side_files(path: Path) -> dict[str, Path]:
+    """The ``-wal``, ``-shm`` and ``-journal`` files SQLite keeps next to ``path``."""
+    return {suffix: Path(f"{path}{suffix}") for suffix in _SIDE_SUFFIXES}
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class OutboxStatus:
+    """What ``mosaic-telemetry status`` shows: one consistent snapshot of an outbox file."""
+
+    path: str
+    size_bytes: int
+    wal_bytes: int | None  # None: no -wal file
+    schema_version: str
+    mode: str | None  # "real" or "dry_run"
+    server_url: str | None
+    created_at: float | None
+    pending: int  # rows in events, leased or not
+    leased: int  # rows under a lease that has not expired: being sent right now
+    dead: int
+    oldest_pending_age_seconds: float | None
+    not_before: float | None  # set only while a Retry-After pause is still running
+    counters: dict[str, int]
+    last_error: str | None
+    last_error_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the shape of ``status --json``)."""
+        return attrs.asdict(self)
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+class OutboxReader:
+    """Reads one outbox file without ever modifying it; every method raises OutboxError."""
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time):
+        self.path = Path(os.fspath(path)).expanduser().absolute()
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"OutboxReader({str(self.path)!r})"
+
+    # --- opening ------------------------------------------------------------------------------
+    def _check_file(self) -> None:
+        path = self.path
+        if not path.exists():
+            raise OutboxError(f"no outbox file at {path}")
+        if path.is_dir():
+            raise OutboxError(f"outbox path {path} is a directory, not a file")
+        if not os.access(path, os.R_OK):
+            raise OutboxError(f"cannot read outbox {path}: permission denied")
+
+    def _quiet(self) -> bool:
+        """No -wal, -shm or -journal file: the whole database is in the main file."""
+        return not any(p.exists() for p in side_files(self.path).values())
+
+    def _connect(self, *, immutable: bool) -> sqlite3.Connection:
+        # mode=ro never creates the file. On a WAL database it still creates (and leaves
+        # behind) empty -wal/-shm files when none exist, so when the file is quiet we read it
+        # as immutable instead (no locks, no side files) and check afterwards that no writer
+        # started meanwhile. Reproduce: open a closed outbox with mode=ro, list the directory.
+        uri = self.path.as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
+        return sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+
+    def _validate(self, conn: sqlite3.Connection) -> None:
+        """Raise OutboxError unless this is a mosaic_telemetry outbox of our schema version."""
+        path = self.path
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            raise OutboxError(f"{path} is empty: not a mosaic_telemetry outbox")
+        if "meta" not in tables:
+            raise OutboxError(
+                f"{path} is an SQLite database but not a mosaic_telemetry outbox "
+                f"(tables: {', '.join(sorted(tables))})"
+            )
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:  # a meta table of another shape
+            if _is_busy(exc):
+                raise
+            row = None
+        if row is None:
+            raise OutboxError(
+                f"{path} is an SQLite database but not a mosaic_telemetry outbox "
+                "(no schema_version in its meta table)"
+            )
+        if str(row[0]) != SCHEMA_VERSION:
+            raise OutboxError(
+                f"outbox {path} has schema_version {row[0]!r}, this mosaic-telemetry reads "
+                f"schema_version {SCHEMA_VERSION!r}; the file was left untouched"
+            )
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            raise OutboxError(f"outbox {path} lacks the table(s) {', '.join(missing)}")
+
+    def _attempt(self, read: Callable[[sqlite3.Connection], T], *, immutable: bool) -> T:
+        try:
+            conn = self._connect(immutable=immutable)
+        except sqlite3.Error as exc:
+            raise self._mapped(exc) from exc
+        try:
+            conn.execute("BEGIN")  # one snapshot for every query of this read
+            self._validate(conn)
+            return read(conn)
+        except sqlite3.Error as exc:
+            raise self._mapped(exc) from exc
+        finally:
+            conn.close()  # rolls the read transaction back
+
+    def _mapped(self, exc: sqlite3.Error) -> OutboxError:
+        path = self.path
+        if _is_busy(exc):
+            return OutboxBusyError(f"outbox {path} stayed locked by another process ({exc})")
+        if _is_corrupt(exc):
+            return OutboxError(f"{path} is not a readable outbox: corrupt or not SQLite ({exc})")
+        return OutboxError(f"cannot read outbox {path}: {exc}")
+
+    def read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``read`` on a validated read-only connection, in one read transaction."""
+        self._check_file()
+        if self._quiet():
+            try:
+                result = self._attempt(read, immutable=True)
+            except OutboxError:
+                if self._quiet():
+                    raise
+            else:
+                if self._quiet():
+                    return result
+            # A writer opened the file while we read it unlocked: read again under WAL locks.
+        return self._attempt(read, immutable=False)
+
+    # --- what the commands show ---------------------------------------------------------------
+    def status(self) -> OutboxStatus:
+        """Counts, ages, sizes and identity of the outbox, from one snapshot."""
+        now = self._clock()
+
+        def read(conn: sqlite3.Connection) -> OutboxStatus:
+            meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+            pending = int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            leased = int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM events"
+                    " WHERE lease_owner IS NOT NULL AND lease_expires_at > ?",
+                    (now,),
+                ).fetchone()[0]
+            )
+            dead = int(conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+            oldest = conn.execute("SELECT enqueued_at FROM events ORDER BY id LIMIT 1").fetchone()
+            counters = dict.fromkeys(COUNTER_NAMES, 0)
+            for key, value in meta.items():
+                if key.startswith(_COUNTER_PREFIX):
+                    try:
+                        counters[key[len(_COUNTER_PREFIX) :]] = int(value)
+                    except ValueError:
+                        continue
+            not_before = _float(meta.get("not_before"))
+            last_error, last_error_at = _last_error(meta.get(META_LAST_ERROR))
+            return OutboxStatus(
+                path=str(self.path),
+                size_bytes=_size(self.path) or 0,
+                wal_bytes=_size(side_files(self.path)["-wal"]),
+                schema_version=meta.get("schema_version", ""),
+                mode=meta.get("mode"),
+                server_url=meta.get("server_url"),
+                created_at=_float(meta.get("created_at")),
+                pending=pending,
+                leased=leased,
+                dead=dead,
+                oldest_pending_age_seconds=(
+                    None if oldest is None else max(0.0, now - float(oldest[0]))
+                ),
+                not_before=not_before if not_before and not_before > now else None,
+                counters=counters,
+                last_error=last_error,
+                last_error_at=last_error_at,
+            )
+
+        return self.read(read)
+
+    def meta(self) -> dict[str, str]:
+        """The whole ``meta`` table."""
+        return self.read(
+            lambda conn: {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        )
+
+    def list_rows(self, *, dead: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows of ``events`` (or ``dead``) oldest first, keyed by column, with ``state``.
+
+        ``state`` is "pending", "leased" (a live lease: being sent now) or "dead".
+        """
+        now = self._clock()
+        sql = _SQL_LIST_DEAD if dead else _SQL_LIST_EVENTS
+        rows = self.read(
+            lambda conn: _rows_as_dicts(conn.execute(sql, (-1 if limit is None else limit,)))
+        )
+        return [{**row, "state": _state(row, now, dead=dead)} for row in rows]
+
+    def get_row(self, event_id: str) -> dict[str, Any] | None:
+        """One event by id, pending or dead (``state`` as in :meth:`list_rows`), or None."""
+        now = self._clock()
+
+        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            for table in ("events", "dead"):
+                rows = _rows_as_dicts(
+                    conn.execute(f"SELECT * FROM {table} WHERE event_id = ?", (event_id,))  # noqa: S608
+                )
+                if rows:
+                    return {**rows[0], "state": _state(rows[0], now, dead=table == "dead")}
+            return None
+
+        return self.read(read)
+
+    def dead_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` are in the dead-letter table."""
+        wanted = json.dumps(list(event_ids))
+        return self.read(
+            lambda conn: {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT event_id FROM dead WHERE event_id IN (SELECT value FROM json_each(?))",
+                    (wanted,),
+                )
+            }
+        )
+
+    def count(self, *, dead: bool) -> int:
+        """Rows in ``dead`` (or ``events``)."""
+        table = "dead" if dead else "events"
+        return self.read(
+            lambda conn: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+        )
+
+    def quick_check(self) -> list[str]:
+        """``PRAGMA quick_check`` (read-only): ``["ok"]`` for a healthy file, else the problems."""
+        return self.read(
+            lambda conn: [str(r[0]) for r in conn.execute("PRAGMA quick_check(20)").fetchall()]
+        )
+
+
+def _state(row: dict[str, Any], now: float, *, dead: bool) -> str:
+    if dead:
+        return "dead"
+    expires = row.get("lease_expires_at")
+    if row.get("lease_owner") is not None and expires is not None and float(expires) > now:
+        return "leased"
+    return "pending"
+
+
+def _last_error(raw: str | None) -> tuple[str | None, float | None]:
+    """The ``last_error`` meta value (JSON ``{"at", "error"}``); plain text is shown as is."""
+    if raw is None:
+        return None, None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw, None
+    if not isinstance(value, dict):
+        return raw, None
+    at = value.get("at")
+    error = value.get("error")
+    return (
+        str(error) if error is not None else None,
+        float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None,
+    )
