@@ -83,10 +83,19 @@ def _check_timestamp(value: object) -> str | None:
     return None
 
 
+def _not_unicode(value: str) -> str | None:
+    """A problem text when ``value`` holds lone surrogates, which no UTF-8 JSON can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"must be valid Unicode text (no lone surrogates), got {value!r:.60}"
+    return None
+
+
 def _check_model(value: object) -> str | None:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_MODEL_LEN:
         return f"must be a string of 1..{MAX_MODEL_LEN} characters, got {value!r:.60}"
-    return None
+    return _not_unicode(value)
 
 
 def _check_utilization(value: object) -> str | None:
@@ -108,7 +117,7 @@ def _check_language(value: object) -> str | None:
         return (
             f"must be None or a string of at most {MAX_LANGUAGE_LEN} characters, got {value!r:.60}"
         )
-    return None
+    return None if value is None else _not_unicode(value)
 
 
 def _check_repo_size(value: object) -> str | None:
