@@ -18,6 +18,7 @@ from ._models import EVENT_FIELDS, TaskCompletionEvent, check_event_fields
 
 __all__ = ["EventBuilder"]
 
+
 class _Unset:
     """The default of a keyword setter argument that was not given."""
 

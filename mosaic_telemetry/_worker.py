@@ -391,6 +391,11 @@ class Worker:
                 return
             if not self._deliver(outbox, rows):
                 return
+            if len(rows) < self._settings.batch_size and not (final or forced):
+                # The outbox ran dry: wait for the next wake instead of sending each new
+                # event alone as track() adds it (many tiny batches under a steady load).
+                self._retry_at = 0.0
+                return
 
     # --- one batch ------------------------------------------------------------------------
     def _request_timeout(self) -> float:

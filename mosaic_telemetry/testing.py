@@ -587,6 +587,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as requests.Session and the SDK use it
+    disable_nagle_algorithm = True  # else each reply waits ~40 ms for a delayed ACK
     server_version = "FakeTelemetryServer/1"
     sys_version = ""
     timeout = 30  # an idle keep-alive connection is closed after this many seconds

@@ -141,7 +141,7 @@ client = TelemetryClient(TelemetryConfig(server_url={server.url!r}, api_key=API_
                                          instance_id=INSTANCE_ID))
 for event in make_events(3):
     client.track(event)
-print(client.stats()["outbox_path"])
+print(client.stats()["outbox_path"], flush=True)
 os._exit(0)  # keep -wal and -shm on disk
 """
     done = subprocess.run(
