@@ -22,8 +22,9 @@ from ._codec import event_to_json
 from ._config import TelemetryConfig
 from ._exceptions import OutboxBusyError, OutboxError
 from ._log import RateLimitedLogger, logger
+from ._memory_outbox import MemoryOutbox
 from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
-from ._outbox import MemoryOutbox, SqliteOutbox
+from ._outbox import SqliteOutbox
 from ._predictions import PredictionCache
 from ._transport import SendKind, SendResult
 from ._worker import FlushResult, Handoff, Outbox, Sender, Stats, Worker, WorkerSettings

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mosaic_telemetry._exceptions import OutboxBusyError, OutboxError
+from mosaic_telemetry._memory_outbox import MemoryOutbox
 from mosaic_telemetry._outbox import (
     COUNTER_NAMES,
     ClaimedRow,
     LeaseOwner,
-    MemoryOutbox,
     SqliteOutbox,
 )
 
