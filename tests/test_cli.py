@@ -24,7 +24,7 @@ from mosaic_telemetry._outbox import LeaseOwner, SqliteOutbox
 from mosaic_telemetry.cli import main
 from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply
 
-from .helpers import API_KEY, INSTANCE_ID, child_env, make_event, make_events
+from .helpers import ANSWER, API_KEY, INSTANCE_ID, child_env, make_event, make_events
 
 PREDICT = [
     "predict",
@@ -37,31 +37,6 @@ PREDICT = [
     "--complexity",
     "medium",
 ]
-ANSWER: dict[str, Any] = {
-    "prediction": {
-        "input_tokens": {
-            "p10": 50000,
-            "p25": 80000,
-            "median": 110000,
-            "p75": 140000,
-            "p90": 190000,
-        },
-        "output_tokens": {"p10": 9000, "p25": 20000, "median": 38000, "p75": 50000, "p90": 70000},
-        "cost_usd_micros": {"median": 910000, "p90": 1500000},
-        "duration_ms": {"median": 45000},
-        "correction_factors": {"input": 1.07, "output": 0.86},
-        "quality": {"gate_pass_rate": 0.91, "success_rate": 0.88},
-    },
-    "metadata": {
-        "sample_size": 1200,
-        "fallback_level": 0,
-        "confidence": "high",
-        "last_updated": "2026-11-20T10:00:00Z",
-        "dimensions_matched": {"task_type": True, "model": True},
-        "fallback_note": None,
-        "cache_hit": False,
-    },
-}
 
 
 class TTY(io.StringIO):
