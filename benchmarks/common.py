@@ -26,17 +26,11 @@ if str(ROOT) not in sys.path:  # measure this source tree, installed or not
     sys.path.insert(0, str(ROOT))
 
 from mosaic_telemetry import (  # noqa: E402
-    Complexity,
-    EventBuilder,
-    Harness,
-    Outcome,
-    Provider,
-    QualityGate,
     TaskCompletionEvent,
-    TaskType,
     TelemetryClient,
     TelemetryConfig,
 )
+from mosaic_telemetry.testing import example_event_builder  # noqa: E402
 
 API_KEY = "ab" * 32
 INSTANCE_ID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
@@ -50,22 +44,7 @@ PEERS = {
 
 def example_event() -> TaskCompletionEvent:
     """The upstream README's example event (a fresh event_id and timestamp each call)."""
-    return (
-        EventBuilder(instance_id=INSTANCE_ID)
-        .task_type(TaskType.IMPLEMENTATION)
-        .model("claude-sonnet-4-5-20250929")
-        .provider(Provider.ANTHROPIC)
-        .harness_type(Harness.CLAUDE_CODE)
-        .complexity_level(Complexity.MEDIUM)
-        .outcome_value(Outcome.SUCCESS)
-        .duration_ms(45000)
-        .tokens(estimated_in=105000, estimated_out=45000, actual_in=112340, actual_out=38760)
-        .cost(estimated=630000, actual=919200)
-        .quality(passed=True, gates_run=[QualityGate.BUILD, QualityGate.LINT, QualityGate.TEST])
-        .context(compactions=2, rotations=0, utilization=0.72)
-        .language("typescript")
-        .build()
-    )
+    return example_event_builder(INSTANCE_ID).build()
 
 
 def example_events(count: int) -> list[TaskCompletionEvent]:

@@ -68,7 +68,7 @@ SECTIONS = [
     ),
     ("Version", ["__version__"]),
 ]
-TESTING = ["FakeTelemetryServer", "ScriptedReply", "RecordedRequest"]
+TESTING = ["FakeTelemetryServer", "ScriptedReply", "RecordedRequest", "example_event_builder"]
 
 
 def _doc(obj: Any) -> str:

@@ -671,10 +671,9 @@ def _check_server(config: TelemetryConfig) -> Check:
 # --- demo ---------------------------------------------------------------------------------------
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
     """Track a few events into a real outbox and deliver them to a loopback test server."""
-    from ._builder import EventBuilder
     from ._client import TelemetryClient
-    from ._enums import Harness, Outcome, QualityGate
-    from .testing import FakeTelemetryServer
+    from ._enums import Outcome
+    from .testing import FakeTelemetryServer, example_event_builder
 
     api_key = uuid.uuid4().hex + uuid.uuid4().hex
     instance_id = str(uuid.uuid4())
@@ -695,26 +694,11 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         client = TelemetryClient(config)
         for n in range(args.events):
             event = (
-                EventBuilder(instance_id=instance_id)
-                .task_type(TaskType.IMPLEMENTATION)
-                .model("claude-sonnet-4-5-20250929")
-                .provider(Provider.ANTHROPIC)
-                .harness_type(Harness.CLAUDE_CODE)
-                .complexity_level(Complexity.MEDIUM)
+                example_event_builder(instance_id)
                 .outcome_value(Outcome.SUCCESS if n % 4 else Outcome.PARTIAL)
                 .duration_ms(45_000 + 1_000 * n)
-                .tokens(
-                    estimated_in=105_000,
-                    estimated_out=45_000,
-                    actual_in=112_340 + n,
-                    actual_out=38_760,
-                )
-                .cost(estimated=630_000, actual=919_200 + n)
-                .quality(
-                    passed=True, gates_run=[QualityGate.BUILD, QualityGate.LINT, QualityGate.TEST]
-                )
-                .context(compactions=2, rotations=0, utilization=0.72)
-                .language("typescript")
+                .tokens(actual_in=112_340 + n)
+                .cost(actual=919_200 + n)
                 .build()
             )
             client.track(event)

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ._builder import EventBuilder
 from ._codec import (
     EVENTS_PATH,
     HEADER_AUTHORIZATION,
@@ -72,11 +73,36 @@ from ._codec import (
     STATUS_REJECTED,
     query_to_dict,
 )
+from ._enums import Complexity, Harness, Outcome, Provider, QualityGate, TaskType
 from ._models import PredictionQuery, PredictionResponse
 
-__all__ = ["FakeTelemetryServer", "RecordedRequest", "ScriptedReply"]
+__all__ = ["FakeTelemetryServer", "RecordedRequest", "ScriptedReply", "example_event_builder"]
 
 logger = logging.getLogger("mosaic_telemetry.testing")
+
+
+def example_event_builder(instance_id: str) -> EventBuilder:
+    """An EventBuilder with every field of the upstream README's example event set.
+
+    Call ``.build()`` for a valid event (a fresh ``event_id`` each time), or override any
+    setter first.
+    """
+    return (
+        EventBuilder(instance_id=instance_id)
+        .task_type(TaskType.IMPLEMENTATION)
+        .model("claude-sonnet-4-5-20250929")
+        .provider(Provider.ANTHROPIC)
+        .harness_type(Harness.CLAUDE_CODE)
+        .complexity_level(Complexity.MEDIUM)
+        .outcome_value(Outcome.SUCCESS)
+        .duration_ms(45000)
+        .tokens(estimated_in=105000, estimated_out=45000, actual_in=112340, actual_out=38760)
+        .cost(estimated=630000, actual=919200)
+        .quality(passed=True, gates_run=[QualityGate.BUILD, QualityGate.LINT, QualityGate.TEST])
+        .context(compactions=2, rotations=0, utilization=0.72)
+        .language("typescript")
+    )
+
 
 _CONTENT_TYPE_JSON = "application/json"
 #: A body above ``max_body_bytes`` but below this is read and discarded so the client gets

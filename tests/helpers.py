@@ -5,16 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from mosaic_telemetry import (
-    Complexity,
-    EventBuilder,
-    Harness,
-    Outcome,
-    Provider,
-    QualityGate,
-    TaskCompletionEvent,
-    TaskType,
-)
+from mosaic_telemetry import EventBuilder, TaskCompletionEvent
+from mosaic_telemetry.testing import example_event_builder
 
 #: A seeded prediction reply (wire-v1 §2) shared by the prediction and CLI tests.
 ANSWER: dict[str, Any] = {
@@ -49,21 +41,7 @@ INSTANCE_ID = "12345678-1234-4234-8234-123456789abc"
 
 def full_builder(instance_id: str = INSTANCE_ID) -> EventBuilder:
     """A builder with every required field set, as in the upstream quick start."""
-    return (
-        EventBuilder(instance_id=instance_id)
-        .task_type(TaskType.IMPLEMENTATION)
-        .model("claude-sonnet-4-5-20250929")
-        .provider(Provider.ANTHROPIC)
-        .harness_type(Harness.CLAUDE_CODE)
-        .complexity_level(Complexity.MEDIUM)
-        .outcome_value(Outcome.SUCCESS)
-        .duration_ms(45000)
-        .tokens(estimated_in=105000, estimated_out=45000, actual_in=112340, actual_out=38760)
-        .cost(estimated=630000, actual=919200)
-        .quality(passed=True, gates_run=[QualityGate.BUILD, QualityGate.LINT, QualityGate.TEST])
-        .context(compactions=2, rotations=0, utilization=0.72)
-        .language("typescript")
-    )
+    return example_event_builder(instance_id)
 
 
 def make_event(**overrides: Any) -> TaskCompletionEvent:
