@@ -49,11 +49,22 @@ class _DryRunSender:
         """Nothing to close."""
 
 
-def _usable(config: TelemetryConfig, name: str) -> Any:
-    """The configured value when valid, else the default (validate() has reported it)."""
-    value = getattr(config, name)
-    problems = config.validate()
-    return getattr(_DEFAULTS, name) if any(p.startswith(name + ":") for p in problems) else value
+def _usable(config: TelemetryConfig, problems: list[str]) -> dict[str, Any]:
+    """A snapshot of the config's values, with the default where validate() found a problem."""
+    bad = {problem.split(":", 1)[0] for problem in problems}
+    return {
+        name: getattr(_DEFAULTS if name in bad else config, name)
+        for name in (
+            "batch_size",
+            "max_queue_size",
+            "shutdown_timeout_seconds",
+            "prediction_cache_ttl_seconds",
+            "durability",
+            "submit_interval_seconds",
+            "request_timeout_seconds",
+            "max_retries",
+        )
+    }
 
 
 class TelemetryClient:
@@ -66,10 +77,12 @@ class TelemetryClient:
         self._lock = threading.RLock()
         self._stats = Stats()
         self._enabled = bool(config.enabled)
-        self._problems = config.validate() if self._enabled else []
-        self._batch_size: int = _usable(config, "batch_size")
-        self._max_queue: int = _usable(config, "max_queue_size")
-        self._shutdown_timeout: float = _usable(config, "shutdown_timeout_seconds")
+        problems = config.validate()
+        self._problems = problems if self._enabled else []
+        self._settings = _usable(config, problems)  # read once: later edits of config don't leak in
+        self._batch_size: int = self._settings["batch_size"]
+        self._max_queue: int = self._settings["max_queue_size"]
+        self._shutdown_timeout: float = self._settings["shutdown_timeout_seconds"]
         self._outbox: Outbox | None = None
         self._worker: Worker | None = None
         self._running = False
@@ -83,7 +96,7 @@ class TelemetryClient:
         if self._enabled:
             self._outbox = self._open_outbox()
         self._predictions = PredictionCache(
-            _usable(config, "prediction_cache_ttl_seconds"),
+            self._settings["prediction_cache_ttl_seconds"],
             clock=clock,
             store=self._outbox if isinstance(self._outbox, SqliteOutbox) else None,
             log=self._log,
@@ -112,7 +125,7 @@ class TelemetryClient:
         try:
             outbox = SqliteOutbox(
                 path,
-                durability=_usable(config, "durability"),
+                durability=self._settings["durability"],
                 max_pending=self._max_queue,
                 server_url=str(config.server_url),
                 dry_run=bool(config.dry_run),
@@ -169,9 +182,9 @@ class TelemetryClient:
                     stats=self._stats,
                     settings=WorkerSettings(
                         batch_size=self._batch_size,
-                        submit_interval=_usable(config, "submit_interval_seconds"),
-                        request_timeout=_usable(config, "request_timeout_seconds"),
-                        max_retries=_usable(config, "max_retries"),
+                        submit_interval=self._settings["submit_interval_seconds"],
+                        request_timeout=self._settings["request_timeout_seconds"],
+                        max_retries=self._settings["max_retries"],
                     ),
                     on_error=config.on_error if callable(config.on_error) else None,
                     clock=self._clock,
@@ -190,7 +203,7 @@ class TelemetryClient:
         return Transport(
             str(self._config.server_url),
             str(self._config.api_key),
-            timeout=_usable(self._config, "request_timeout_seconds"),
+            timeout=self._settings["request_timeout_seconds"],
             clock=self._clock,
         )
 
@@ -463,7 +476,7 @@ class TelemetryClient:
                 self._prediction_transport = Transport(
                     str(self._config.server_url),
                     "",
-                    timeout=_usable(self._config, "request_timeout_seconds"),
+                    timeout=self._settings["request_timeout_seconds"],
                     clock=self._clock,
                 )
             result: list[Any] = self._prediction_transport.post_predictions(queries)
