@@ -47,7 +47,7 @@ def _paced(calls: list[Any], call: Any, rate: float, start: float) -> list[int]:
 
 
 def child(kind: str, path: str, url: str, count: int, rate: float, start: float) -> None:
-    from mosaic_telemetry._codec import event_to_json
+    from mosaic_telemetry._wire.events import event_to_json
 
     events = example_events(count)
     extra: dict[str, Any] = {}

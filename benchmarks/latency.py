@@ -46,7 +46,7 @@ from common import (
     time_each,
 )
 
-from mosaic_telemetry._codec import event_to_dict, event_to_json
+from mosaic_telemetry._wire.events import event_to_dict, event_to_json
 
 
 @attrs.define

@@ -26,7 +26,7 @@ from common import (
     peer_available,
 )
 
-from mosaic_telemetry._codec import event_to_dict
+from mosaic_telemetry._wire.events import event_to_dict
 
 
 def drain(folder: pathlib.Path, fake: Sink, count: int) -> dict[str, float]:

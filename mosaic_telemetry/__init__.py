@@ -14,6 +14,7 @@ from typing import Any
 from ._builder import EventBuilder
 from ._client import TelemetryClient
 from ._config import TelemetryConfig
+from ._delivery.stats import FlushResult
 from ._enums import (
     Complexity,
     Confidence,
@@ -41,7 +42,6 @@ from ._models import (
     TaskCompletionEvent,
     TokenDistribution,
 )
-from ._worker import FlushResult
 
 __all__ = [
     "Complexity",

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._enums import Complexity, Harness, Outcome, Provider, QualityGate, RepoSizeCategory, TaskType
 from ._exceptions import EventValidationError
-from ._models import EVENT_FIELDS, TaskCompletionEvent, check_event_fields
+from ._models import EVENT_FIELDS, TaskCompletionEvent, check_event_fields, coerce_event_fields
 
 __all__ = ["EventBuilder"]
 
@@ -34,29 +34,6 @@ _DEFAULTS: dict[str, Any] = {
     "language": None,
     "repo_size_category": None,
 }
-
-#: How build() reads a value given as text (or another loose form), per field.
-_COERCE: dict[str, Callable[[Any], Any]] = {
-    "instance_id": lambda v: uuid.UUID(v) if isinstance(v, str) else v,
-    "event_id": lambda v: uuid.UUID(v) if isinstance(v, str) else v,
-    "task_type": lambda v: TaskType(v) if isinstance(v, str) else v,
-    "complexity": lambda v: Complexity(v) if isinstance(v, str) else v,
-    "harness": lambda v: Harness(v) if isinstance(v, str) else v,
-    "provider": lambda v: Provider(v) if isinstance(v, str) else v,
-    "outcome": lambda v: Outcome(v) if isinstance(v, str) else v,
-    "repo_size_category": lambda v: RepoSizeCategory(v) if isinstance(v, str) else v,
-    "context_utilization_final": lambda v: (
-        float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-    ),
-    "quality_gates_run": lambda v: _gates(v),
-    "quality_gates_failed": lambda v: _gates(v),
-}
-
-
-def _gates(value: Any) -> Any:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        return value
-    return tuple(QualityGate(g) if isinstance(g, str) else g for g in value)
 
 
 class EventBuilder:
@@ -175,14 +152,7 @@ class EventBuilder:
         values = {**_DEFAULTS, **self._values}
         values.setdefault("event_id", uuid.uuid4())
         values.setdefault("timestamp", self._clock())
-        problems: list[str] = []
-        for name, coerce in _COERCE.items():
-            if name in values:
-                try:
-                    values[name] = coerce(values[name])
-                except (ValueError, TypeError) as exc:
-                    problems.append(f"{name}: cannot read {values[name]!r:.60} ({exc})")
-                    del values[name]
+        problems = coerce_event_fields(values)
         unreadable = {p.split(":", 1)[0] for p in problems}
         problems += check_event_fields(values)
         problems += [

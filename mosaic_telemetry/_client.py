@@ -16,73 +16,61 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._codec import event_to_json
-from ._config import TelemetryConfig
+import attrs
+
+from ._config import Settings, TelemetryConfig
+from ._delivery.handoff import Handoff
+from ._delivery.ports import Outbox, Sender
+from ._delivery.seam import Transport
+from ._delivery.stats import FlushResult, Stats, WorkerSettings
 from ._exceptions import OutboxBusyError, OutboxError
 from ._log import RateLimitedLogger, logger
 from ._memory_outbox import MemoryOutbox
 from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
 from ._outbox import SqliteOutbox
 from ._predictions import PredictionCache
-from ._transport import SendKind, SendResult
-from ._worker import FlushResult, Handoff, Outbox, Sender, Stats, Worker, WorkerSettings
+from ._wire.events import event_to_json
+
+if TYPE_CHECKING:
+    from ._delivery.api import TelemetryApi
+    from ._delivery.worker import Worker
 
 __all__ = ["TelemetryClient"]
 
-_DEFAULTS = TelemetryConfig(server_url="", api_key="", instance_id="", enabled=False)
 _CLIENTS: weakref.WeakSet[TelemetryClient] = weakref.WeakSet()
-
-
-class _DryRunSender:
-    """Logs batches instead of sending them (``dry_run=True``): nothing leaves the process."""
-
-    def send_events(
-        self, event_texts: Sequence[str], *, timeout: float | None = None
-    ) -> SendResult:
-        logger.info("dry run: a batch of %d events was not sent", len(event_texts))
-        logger.debug("dry run batch: [%s]", ",".join(event_texts))
-        return SendResult(kind=SendKind.OK, status=None)
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-def _usable(config: TelemetryConfig, problems: list[str]) -> dict[str, Any]:
-    """A snapshot of the config's values, with the default where validate() found a problem."""
-    bad = {problem.split(":", 1)[0] for problem in problems}
-    return {
-        name: getattr(_DEFAULTS if name in bad else config, name)
-        for name in (
-            "batch_size",
-            "max_queue_size",
-            "shutdown_timeout_seconds",
-            "prediction_cache_ttl_seconds",
-            "durability",
-            "submit_interval_seconds",
-            "request_timeout_seconds",
-            "max_retries",
-        )
-    }
 
 
 class TelemetryClient:
     """Tracks events durably and delivers them to the Mosaic Telemetry API v1."""
 
-    def __init__(self, config: TelemetryConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: TelemetryConfig,
+        *,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``transport`` replaces the HTTP transport (``testing.MockTransport`` in tests);
+        ``clock`` (wall time) and ``monotonic`` (every wait) can be injected for tests."""
         self._config = config
         self._clock = clock
+        self._monotonic = monotonic
+        self._transport = transport
         self._log = RateLimitedLogger()
         self._lock = threading.RLock()
         self._stats = Stats()
         self._enabled = bool(config.enabled)
         problems = config.validate()
+        if transport is not None and not callable(getattr(transport, "handle_request", None)):
+            problems.append("transport: must have a handle_request(request) method")
         self._problems = problems if self._enabled else []
-        self._settings = _usable(config, problems)  # read once: later edits of config don't leak in
-        self._batch_size: int = self._settings["batch_size"]
-        self._max_queue: int = self._settings["max_queue_size"]
-        self._shutdown_timeout: float = self._settings["shutdown_timeout_seconds"]
+        self._settings = Settings.usable(config, problems)  # later edits of config don't leak in
+        self._batch_size = self._settings.batch_size
+        self._max_queue = self._settings.max_queue_size
+        self._shutdown_timeout = self._settings.shutdown_timeout_seconds
         self._outbox: Outbox | None = None
         self._worker: Worker | None = None
         self._running = False
@@ -92,11 +80,11 @@ class TelemetryClient:
         self._handoff = Handoff(self._max_queue)
         self._persister: threading.Thread | None = None
         self._prediction_lock = threading.Lock()
-        self._prediction_transport: Any = None
+        self._prediction_api: TelemetryApi | None = None
         if self._enabled:
             self._outbox = self._open_outbox()
         self._predictions = PredictionCache(
-            self._settings["prediction_cache_ttl_seconds"],
+            self._settings.prediction_cache_ttl_seconds,
             clock=clock,
             store=self._outbox if isinstance(self._outbox, SqliteOutbox) else None,
             log=self._log,
@@ -125,7 +113,7 @@ class TelemetryClient:
         try:
             outbox = SqliteOutbox(
                 path,
-                durability=self._settings["durability"],
+                durability=self._settings.durability,
                 max_pending=self._max_queue,
                 server_url=str(config.server_url),
                 dry_run=bool(config.dry_run),
@@ -174,38 +162,64 @@ class TelemetryClient:
     def _ensure_worker(self) -> Worker:
         with self._lock:
             if self._worker is None:
+                # Imported and built here, on the caller's thread: no import ever runs on the
+                # worker thread (a fork during an import leaves a half-initialised module).
+                from ._delivery.worker import Worker
+
                 config = self._config
+                settings = self._settings
                 self._worker = Worker(
                     outbox=self._current_outbox,
-                    sender_factory=self._make_sender,
+                    sender=self._make_sender(),
                     handoff=self._handoff,
                     stats=self._stats,
                     settings=WorkerSettings(
                         batch_size=self._batch_size,
-                        submit_interval=self._settings["submit_interval_seconds"],
-                        request_timeout=self._settings["request_timeout_seconds"],
-                        max_retries=self._settings["max_retries"],
+                        submit_interval=settings.submit_interval_seconds,
+                        request_timeout=settings.request_timeout_seconds,
+                        max_retries=settings.max_retries,
                     ),
                     on_error=config.on_error if callable(config.on_error) else None,
                     clock=self._clock,
+                    monotonic=self._monotonic,
                     log=self._log,
                 )
                 self._worker.start()
             return self._worker
 
-    def _make_sender(self) -> Sender | None:
-        if self._config.dry_run:
-            return _DryRunSender()
-        if self._problems:
-            return None
-        from ._transport import Transport
+    def _make_api(self, api_key: str) -> TelemetryApi:
+        from ._delivery.api import TelemetryApi
+        from ._delivery.transport import RequestsTransport
 
-        return Transport(
+        return TelemetryApi(
             str(self._config.server_url),
-            str(self._config.api_key),
-            timeout=self._settings["request_timeout_seconds"],
+            api_key,
+            transport=self._transport or RequestsTransport(),
+            timeout=self._settings.request_timeout_seconds,
             clock=self._clock,
         )
+
+    def _make_sender(self) -> Sender | None:
+        """The sender of the worker; None (events kept, nothing sent) when it cannot be built."""
+        if self._config.dry_run:
+            from ._delivery.api import DryRunApi
+
+            return DryRunApi()
+        if self._problems:
+            return None
+        try:
+            return self._make_api(str(self._config.api_key))
+        except Exception as exc:  # e.g. an unusable URL: keep events, never die
+            text = f"telemetry sending disabled: {exc!r}"
+            self._stats.error(text, self._clock())
+            self._log.error("sender", "%s", text)
+            on_error = self._config.on_error
+            if callable(on_error):
+                try:
+                    on_error(exc)
+                except Exception:
+                    logger.debug("on_error callback raised", exc_info=True)
+            return None
 
     def stop(self) -> None:
         """Send what is pending within ``shutdown_timeout_seconds``, then stop the worker.
@@ -279,7 +293,7 @@ class TelemetryClient:
         self._worker = None
         self._unsent = 0
         self._prediction_lock = threading.Lock()
-        self._prediction_transport = None
+        self._prediction_api = None
 
     # --- tracking -------------------------------------------------------------------------------
     def track(self, event: TaskCompletionEvent) -> None:
@@ -378,14 +392,12 @@ class TelemetryClient:
         self._persist_handoff()
 
     def _persist_handoff(self) -> bool:
-        """Write the hand-off queue to the outbox (patient lock timeout); False if it failed."""
-        items = self._handoff.take_all()
-        if not items or self._outbox is None:
+        """Write the hand-off queue to the outbox; False if it failed (events stay queued)."""
+        if self._outbox is None:
             return True
         try:
-            _inserted, evicted = self._outbox.add_many(items)
+            evicted = self._handoff.persist_into(self._outbox, self._batch_size)
         except OutboxError as exc:
-            self._handoff.put_back(items)
             self._log.error(
                 "outbox-write", "telemetry outbox write failed (%s); events stay in memory", exc
             )
@@ -400,8 +412,7 @@ class TelemetryClient:
 
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Send what is pending now; wait up to ``timeout`` seconds (None: until the drain ends)."""
-        delivered_before = self._stats.get("delivered")
-        dead_before = self._stats.get("dead_lettered")
+        before = self._stats.snapshot()
         finished = True
         with self._lock:
             self._check_fork()
@@ -410,11 +421,13 @@ class TelemetryClient:
             finished = self._ensure_worker().flush(timeout)
         elif self._enabled:
             logger.warning("flush() on a client that is not started: nothing was sent")
+        after = self._stats.snapshot()
         return FlushResult(
-            delivered=self._stats.get("delivered") - delivered_before,
+            delivered=after.delivered - before.delivered,
             remaining=self.queue_size,
-            dead_lettered=self._stats.get("dead_lettered") - dead_before,
+            dead_lettered=after.dead_lettered - before.dead_lettered,
             timed_out=not finished,
+            dry_run=after.dry_run - before.dry_run,
         )
 
     @property
@@ -429,7 +442,7 @@ class TelemetryClient:
 
     def stats(self) -> dict[str, Any]:
         """Counters of this client plus the outbox's pending figures; never raises."""
-        result = self._stats.snapshot()
+        result: dict[str, Any] = attrs.asdict(self._stats.snapshot())
         outbox = self._outbox
         result.update(
             pending=self.queue_size,
@@ -470,17 +483,9 @@ class TelemetryClient:
 
     def _post_predictions(self, queries: Sequence[PredictionQuery]) -> list[Any]:
         with self._prediction_lock:
-            if self._prediction_transport is None:
-                from ._transport import Transport
-
-                self._prediction_transport = Transport(
-                    str(self._config.server_url),
-                    "",
-                    timeout=self._settings["request_timeout_seconds"],
-                    clock=self._clock,
-                )
-            result: list[Any] = self._prediction_transport.post_predictions(queries)
-            return result
+            if self._prediction_api is None:
+                self._prediction_api = self._make_api("")  # public: no key is sent
+            return self._prediction_api.post_predictions(queries)
 
 
 async def _to_thread(func: Callable[..., object], *args: object) -> None:

@@ -20,7 +20,13 @@ from urllib.parse import urlsplit
 
 import attrs
 
-__all__ = ["ENV_PREFIX", "TelemetryConfig", "default_outbox_dir", "is_loopback_host"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "TelemetryConfig",
+    "default_outbox_dir",
+    "is_loopback_host",
+]
 
 ENV_PREFIX = "MOSAIC_TELEMETRY_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -203,3 +209,30 @@ class TelemetryConfig:
         if self.dry_run:
             path = path.with_name(path.stem + ".dry-run" + (path.suffix or ".sqlite3"))
         return path
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """The numbers a client runs by: the config's values, or the default of each one that
+    ``validate()`` found a problem with. Taken once, so later edits of the config don't leak in.
+    """
+
+    batch_size: int
+    max_queue_size: int
+    shutdown_timeout_seconds: float
+    prediction_cache_ttl_seconds: float
+    durability: Durability
+    submit_interval_seconds: float
+    request_timeout_seconds: float
+    max_retries: int
+
+    @classmethod
+    def usable(cls, config: TelemetryConfig, problems: list[str]) -> Settings:
+        """The settings of ``config``, with the default where ``problems`` names the field."""
+        bad = {problem.split(":", 1)[0] for problem in problems}
+        defaults = {f.name: f.default for f in attrs.fields(TelemetryConfig)}
+        values: dict[str, Any] = {
+            name: defaults[name] if name in bad else getattr(config, name)
+            for name in attrs.fields_dict(cls)
+        }
+        return cls(**values)

@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import _forksafe
+
 __all__ = ["RateLimitedLogger", "logger"]
 
 logger = logging.getLogger("mosaic_telemetry")
@@ -37,6 +39,11 @@ class RateLimitedLogger:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
+        _forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The lock may have been copied while another thread of the parent held it.
+        self._lock = threading.Lock()
 
     def log(self, level: int, key: str, msg: str, *args: object) -> bool:
         """Log ``msg % args`` unless ``key`` was logged within the interval; True if logged."""

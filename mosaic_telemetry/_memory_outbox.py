@@ -197,11 +197,18 @@ class MemoryOutbox:
                 removed += 1
         return removed
 
-    def ack(self, delivered: Sequence[int], duplicates: Sequence[int] = ()) -> None:
-        """Delete rows the server has (whatever their lease) and count them."""
+    def ack(
+        self,
+        delivered: Sequence[int],
+        duplicates: Sequence[int] = (),
+        *,
+        dry_run: Sequence[int] = (),
+    ) -> None:
+        """Delete rows the server has (or a dry run did not send) and count them."""
         with self._lock:
             self._counters["delivered"] += self._delete(delivered)
             self._counters["duplicates"] += self._delete(duplicates)
+            self._counters["dry_run"] += self._delete(dry_run)
 
     def dead_letter(self, rows: Sequence[tuple[int, str, int | None]]) -> int:
         """Move rows to the dead list with their reason and HTTP status; returns how many."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -38,6 +38,8 @@ __all__ = [
     "TaskCompletionEvent",
     "TokenDistribution",
     "check_event_fields",
+    "coerce_event_fields",
+    "parse_iso_timestamp",
 ]
 
 MAX_DURATION_MS = 86_400_000
@@ -179,6 +181,59 @@ def check_event_fields(values: Mapping[str, Any]) -> list[str]:
                 f"quality_gates_failed: must be a subset of quality_gates_run, "
                 f"not run: {', '.join(extra)}"
             )
+    return problems
+
+
+def parse_iso_timestamp(value: str) -> datetime:
+    """Parse ISO-8601 (``Z`` accepted on Python 3.10 too); raises ValueError."""
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    return datetime.fromisoformat(value)
+
+
+def _gates(value: Any) -> Any:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return value
+    return tuple(QualityGate(g) if isinstance(g, str) else g for g in value)
+
+
+def _uuid(value: Any) -> Any:
+    return uuid.UUID(value) if isinstance(value, str) else value
+
+
+def _enum(kind: type[Any]) -> Callable[[Any], Any]:
+    return lambda value: kind(value) if isinstance(value, str) else value
+
+
+#: How a loosely typed value (text, a list, an int for a float) becomes the model's type, per
+#: field. The one coercion of the SDK: EventBuilder.build() and the wire reader both use it.
+_COERCE: dict[str, Callable[[Any], Any]] = {
+    "instance_id": _uuid,
+    "event_id": _uuid,
+    "timestamp": lambda v: parse_iso_timestamp(v) if isinstance(v, str) else v,
+    "task_type": _enum(TaskType),
+    "complexity": _enum(Complexity),
+    "harness": _enum(Harness),
+    "provider": _enum(Provider),
+    "outcome": _enum(Outcome),
+    "repo_size_category": _enum(RepoSizeCategory),
+    "context_utilization_final": lambda v: float(v) if _is_int(v) else v,
+    "quality_gates_run": _gates,
+    "quality_gates_failed": _gates,
+}
+
+
+def coerce_event_fields(values: dict[str, Any]) -> list[str]:
+    """Coerce ``values`` in place to the model's types; ``"field: cannot read ..."`` for each
+    value that cannot be read (that field is removed, so the rules do not report it twice)."""
+    problems = []
+    for name, coerce in _COERCE.items():
+        if name in values:
+            try:
+                values[name] = coerce(values[name])
+            except (ValueError, TypeError) as exc:
+                problems.append(f"{name}: cannot read {values[name]!r:.60} ({exc})")
+                del values[name]
     return problems
 
 

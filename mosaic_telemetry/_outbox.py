@@ -2,7 +2,7 @@
 
 :class:`SqliteOutbox` owns one SQLite file (WAL mode) that several threads and several
 processes may share; :class:`MemoryOutbox` is the bounded in-memory stand-in used when the
-file cannot be used at all. Both expose the same methods (``_worker.Outbox`` needs them), so the
+file cannot be used at all. Both expose the same methods (``_delivery.ports.Outbox``), so the
 worker never knows which one it drains.
 
 Delivery flow: ``add()`` inserts a row; the worker ``claim()``-s a batch under a lease
@@ -39,7 +39,7 @@ File format (schema_version 1), plain SQLite, readable with ``sqlite3 outbox.sql
       not_before      epoch seconds: no sending before (a shared Retry-After pause)
       removed_count   rows ever removed from events (delivered, dead-lettered, evicted, purged)
       removed_max_id  the highest id ever removed from events
-      counter_<name>  persisted counters: delivered, duplicates, dead, evicted, retried
+      counter_<name>  persisted counters: delivered, duplicates, dead, evicted, retried, dry_run
       last_error      JSON {"at": epoch seconds, "error": text}: the last background error
 
     predictions  key TEXT PRIMARY KEY, body TEXT NOT NULL, fetched_at REAL NOT NULL
@@ -113,7 +113,7 @@ __all__ = [
 
 SCHEMA_VERSION: Final = "1"
 #: The persisted counters :meth:`SqliteOutbox.counters` always reports (0 when never bumped).
-COUNTER_NAMES: Final = ("delivered", "duplicates", "dead", "evicted", "retried")
+COUNTER_NAMES: Final = ("delivered", "duplicates", "dead", "evicted", "retried", "dry_run")
 #: The tables of the file format (documented above); an outbox file has every one of them.
 TABLES: Final = ("events", "dead", "meta", "predictions")
 #: The meta key of the last background error a worker reported (read by `mosaic-telemetry`).
@@ -979,12 +979,19 @@ class SqliteOutbox:
         with self._write("release") as conn:
             conn.execute(_SQL_RELEASE, (retry_at, owner.token, _ids_json(row_ids)))
 
-    def ack(self, delivered: Sequence[int], duplicates: Sequence[int] = ()) -> None:
-        """Delete rows the server has (whatever their lease) and count them."""
-        if not delivered and not duplicates:
+    def ack(
+        self,
+        delivered: Sequence[int],
+        duplicates: Sequence[int] = (),
+        *,
+        dry_run: Sequence[int] = (),
+    ) -> None:
+        """Delete rows the server has (or a dry run did not send) and count them."""
+        if not delivered and not duplicates and not dry_run:
             return
+        groups = (("delivered", delivered), ("duplicates", duplicates), ("dry_run", dry_run))
         with self._write("ack") as conn:
-            for name, ids in (("delivered", delivered), ("duplicates", duplicates)):
+            for name, ids in groups:
                 if ids:
                     _bump(conn, name, _delete_events(conn, _SQL_DELETE_IDS, (_ids_json(ids),)))
 

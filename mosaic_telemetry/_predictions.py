@@ -13,15 +13,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from ._codec import (
-    MAX_PREDICTION_QUERIES,
-    prediction_from_dict,
-    prediction_to_dict,
-    query_key,
-)
 from ._exceptions import OutboxError, TelemetryError
 from ._log import RateLimitedLogger, logger
 from ._models import PredictionQuery, PredictionResponse
+from ._wire.http import MAX_PREDICTION_QUERIES
+from ._wire.predictions import prediction_from_dict, prediction_to_dict, query_key
 
 __all__ = ["PredictionCache", "PredictionStore"]
 

@@ -463,8 +463,8 @@ class _Progress:
 def _predict(args: argparse.Namespace, out: TextIO) -> int:
     """Ask the server for the prediction of one combination and print it."""
     from ._client import TelemetryClient
-    from ._codec import prediction_to_dict, query_to_dict
     from ._models import PredictionQuery
+    from ._wire.predictions import prediction_to_dict, query_to_dict
 
     config = _usable_config(args, purpose="prediction requests")
     problems = [p for p in config.validate() if p.startswith("server_url:")]
@@ -642,8 +642,9 @@ def _check_disk(path: Path) -> Check:
 
 
 def _check_server(config: TelemetryConfig) -> Check:
+    from ._delivery.api import TelemetryApi
+    from ._delivery.transport import RequestsTransport
     from ._models import PredictionQuery
-    from ._transport import Transport
 
     if any(p.startswith("server_url:") for p in config.validate()):
         return "fail", "server", "no usable server_url"
@@ -651,7 +652,8 @@ def _check_server(config: TelemetryConfig) -> Check:
     timeout = DOCTOR_TIMEOUT_SECONDS
     if isinstance(config.request_timeout_seconds, (int, float)):
         timeout = max(0.1, min(timeout, float(config.request_timeout_seconds)))
-    transport = Transport(url, "", timeout=timeout)  # the public endpoint: no key sent
+    # The public endpoint: no key sent.
+    transport = TelemetryApi(url, "", transport=RequestsTransport(), timeout=timeout)
     query = PredictionQuery(
         task_type=TaskType.IMPLEMENTATION,
         model="claude-sonnet-4-5-20250929",

@@ -50,7 +50,9 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._builder import EventBuilder
-from ._codec import (
+from ._enums import Complexity, Harness, Outcome, Provider, QualityGate, TaskType
+from ._models import PredictionQuery, PredictionResponse
+from ._wire.http import (
     EVENTS_PATH,
     HEADER_AUTHORIZATION,
     HEADER_CONTENT_ENCODING,
@@ -71,10 +73,8 @@ from ._codec import (
     STATUS_ACCEPTED,
     STATUS_DUPLICATE,
     STATUS_REJECTED,
-    query_to_dict,
 )
-from ._enums import Complexity, Harness, Outcome, Provider, QualityGate, TaskType
-from ._models import PredictionQuery, PredictionResponse
+from ._wire.predictions import query_to_dict
 
 __all__ = ["FakeTelemetryServer", "RecordedRequest", "ScriptedReply", "example_event_builder"]
 
@@ -892,7 +892,7 @@ class FakeTelemetryServer:
         """Answer ``query`` (matched by its four values) with ``response`` (wire-v1 §2 dict)."""
         key = _query_values(query)
         if isinstance(response, PredictionResponse):
-            from ._codec import prediction_to_dict
+            from ._wire.predictions import prediction_to_dict
 
             stored = prediction_to_dict(response)
         else:

@@ -22,8 +22,9 @@ from mosaic_telemetry import (
     RepoSizeCategory,
     TaskType,
 )
-from mosaic_telemetry._codec import event_to_dict, event_to_json, format_timestamp
 from mosaic_telemetry._models import TaskCompletionEvent
+from mosaic_telemetry._wire.convert import format_timestamp
+from mosaic_telemetry._wire.events import event_to_dict, event_to_json
 
 from .helpers import make_event
 

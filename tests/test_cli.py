@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from mosaic_telemetry import OutboxError, TelemetryClient
-from mosaic_telemetry._codec import event_to_json
 from mosaic_telemetry._inspect import OutboxReader
 from mosaic_telemetry._outbox import LeaseOwner, SqliteOutbox
+from mosaic_telemetry._wire.events import event_to_json
 from mosaic_telemetry.cli import main
 from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply
 

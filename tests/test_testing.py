@@ -18,8 +18,9 @@ import pytest
 import requests
 
 from mosaic_telemetry import _enums, testing
-from mosaic_telemetry._codec import EVENTS_PATH, PREDICTIONS_PATH, event_to_dict
 from mosaic_telemetry._models import EVENT_FIELDS, PredictionQuery, TaskCompletionEvent
+from mosaic_telemetry._wire.events import event_to_dict
+from mosaic_telemetry._wire.http import EVENTS_PATH, PREDICTIONS_PATH
 from mosaic_telemetry.testing import (
     FakeTelemetryServer,
     RecordedRequest,

@@ -182,7 +182,7 @@ def inject_invalid(outbox: Path, count: int) -> list[str]:
     import sqlite3
     import time
 
-    from mosaic_telemetry._codec import event_to_dict
+    from mosaic_telemetry._wire.events import event_to_dict
 
     from ..helpers import make_event
 

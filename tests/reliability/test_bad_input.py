@@ -36,8 +36,8 @@ from mosaic_telemetry import (
     TelemetryClient,
     TelemetryConfig,
 )
-from mosaic_telemetry._codec import event_from_dict, event_to_dict, event_to_json
 from mosaic_telemetry._models import EVENT_FIELDS
+from mosaic_telemetry._wire.events import event_from_dict, event_to_dict, event_to_json
 from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply, _event_problems
 
 from ..helpers import full_builder, make_event, make_events
@@ -302,10 +302,11 @@ def test_fuzzed_server_replies_never_break_the_worker_nor_lose_events(
     report: Callable[..., None],
 ) -> None:
     """Any status, body and Retry-After: no worker failure; each event stored or dead-lettered."""
-    offset = [0.0]  # the client's clock jumps past every pause between examples
+    offset = [0.0]  # the client's clocks jump past every pause between examples
     client = TelemetryClient(
         make_config(max_retries=0, batch_size=5, request_timeout_seconds=2.0),
         clock=lambda: time.time() + offset[0],
+        monotonic=lambda: time.monotonic() + offset[0],
     )
     clients.append(client)
     client.start()

@@ -1,4 +1,4 @@
-"""Tests of the HTTP transport over real sockets, against FakeTelemetryServer."""
+"""The Telemetry API over the requests transport, over real sockets to FakeTelemetryServer."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from typing import Any
 
 import pytest
 
-from mosaic_telemetry import _codec
+from mosaic_telemetry._delivery.api import TelemetryApi
+from mosaic_telemetry._delivery.transport import RequestsTransport
 from mosaic_telemetry._exceptions import TransportError
 from mosaic_telemetry._models import PredictionQuery
-from mosaic_telemetry._transport import SendKind, SendResult, Transport
 from mosaic_telemetry._version import get_version
+from mosaic_telemetry._wire import http as wire
+from mosaic_telemetry._wire.events import batch_body, event_to_json
+from mosaic_telemetry._wire.predictions import predictions_body, query_to_dict
+from mosaic_telemetry._wire.replies import SendKind, SendResult, Verdict
 from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply
 
 from .helpers import API_KEY, make_events
@@ -28,9 +32,30 @@ NOW = 1_700_000_000.0
 OTHER_KEY = "cd" * 32
 
 
+def Transport(
+    url: str,
+    api_key: str,
+    *,
+    timeout: float,
+    clock: Any = time.time,
+    gzip: bool = False,
+    retry_after_cap: float = 3600.0,
+) -> TelemetryApi:
+    """The Telemetry API over a fresh RequestsTransport."""
+    return TelemetryApi(
+        url,
+        api_key,
+        transport=RequestsTransport(),
+        timeout=timeout,
+        clock=clock,
+        gzip=gzip,
+        retry_after_cap=retry_after_cap,
+    )
+
+
 def texts(count: int) -> list[str]:
     """``count`` valid stored event texts, as the outbox holds them."""
-    return [_codec.event_to_json(event) for event in make_events(count)]
+    return [event_to_json(event) for event in make_events(count)]
 
 
 def invalid_text() -> str:
@@ -41,7 +66,7 @@ def invalid_text() -> str:
 
 
 @pytest.fixture
-def transport(server: FakeTelemetryServer) -> Iterator[Transport]:
+def transport(server: FakeTelemetryServer) -> Iterator[TelemetryApi]:
     """A Transport to the test server with the right key and a short timeout."""
     made = Transport(server.url, API_KEY, timeout=5.0, clock=lambda: NOW)
     yield made
@@ -55,7 +80,7 @@ def only_request(server: FakeTelemetryServer) -> Any:
 
 # --- 2xx ----------------------------------------------------------------------------------------
 def test_202_verdicts_accepted_duplicate_rejected(
-    server: FakeTelemetryServer, transport: Transport
+    server: FakeTelemetryServer, transport: TelemetryApi
 ) -> None:
     """A 202 reply is OK and carries each event's verdict: accepted, duplicate and rejected."""
     first, second = texts(2)
@@ -65,9 +90,10 @@ def test_202_verdicts_accepted_duplicate_rejected(
     ids = [json.loads(text)["event_id"] for text in (first, second, bad)]
     assert (result.kind, result.status) == (SendKind.OK, 202)
     assert result.verdicts is not None
-    assert result.verdicts[ids[0]] == ("duplicate", None)
-    assert result.verdicts[ids[1]] == ("accepted", None)
-    status, error = result.verdicts[ids[2]]
+    assert result.verdicts[ids[0]] == Verdict("duplicate", None)
+    assert result.verdicts[ids[1]] == Verdict("accepted", None)
+    verdict = result.verdicts[ids[2]]
+    status, error = verdict.status, verdict.error
     assert status == "rejected"
     assert error is not None
     assert "task_duration_ms" in error
@@ -75,7 +101,7 @@ def test_202_verdicts_accepted_duplicate_rejected(
 
 
 def test_2xx_without_results_is_all_accepted(
-    server: FakeTelemetryServer, transport: Transport, caplog: pytest.LogCaptureFixture
+    server: FakeTelemetryServer, transport: TelemetryApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 2xx whose body has no ``results`` is OK with verdicts None and no warning."""
     server.script(ScriptedReply(status=202, body={"accepted": 2, "rejected": 0}))
@@ -86,7 +112,7 @@ def test_2xx_without_results_is_all_accepted(
 
 
 def test_204_empty_is_all_accepted_without_warning(
-    server: FakeTelemetryServer, transport: Transport, caplog: pytest.LogCaptureFixture
+    server: FakeTelemetryServer, transport: TelemetryApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 204 with no body is OK, all accepted, and not worth a warning."""
     server.script(ScriptedReply(status=204, body=b""))
@@ -101,7 +127,7 @@ def test_204_empty_is_all_accepted_without_warning(
 )
 def test_malformed_2xx_is_accepted_with_a_warning(
     server: FakeTelemetryServer,
-    transport: Transport,
+    transport: TelemetryApi,
     caplog: pytest.LogCaptureFixture,
     body: Any,
 ) -> None:
@@ -115,7 +141,7 @@ def test_malformed_2xx_is_accepted_with_a_warning(
 
 
 def test_malformed_2xx_warning_is_rate_limited(
-    server: FakeTelemetryServer, transport: Transport, caplog: pytest.LogCaptureFixture
+    server: FakeTelemetryServer, transport: TelemetryApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Repeated malformed 2xx replies log one warning, not one per batch."""
     server.script(*[ScriptedReply(status=200, body=b"nope")] * 3)
@@ -125,13 +151,13 @@ def test_malformed_2xx_warning_is_rate_limited(
     assert len(caplog.records) == 1
 
 
-def test_huge_reply_is_capped(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_huge_reply_is_capped(server: FakeTelemetryServer, transport: TelemetryApi) -> None:
     """A ~3 MB 2xx reply is cut at MAX_REPLY_BYTES: verdicts hidden past the cap stay unread."""
     event = texts(1)[0]
     event_id = json.loads(event)["event_id"]
     results = [{"event_id": event_id, "status": "rejected", "error": "x"}]
     body = json.dumps({"pad": "x" * 3_000_000, "results": results}).encode()
-    assert len(body) > 2 * _codec.MAX_REPLY_BYTES
+    assert len(body) > 2 * wire.MAX_REPLY_BYTES
     server.script(ScriptedReply(status=202, body=body))
     started = time.monotonic()
     result = transport.send_events([event])
@@ -141,7 +167,9 @@ def test_huge_reply_is_capped(server: FakeTelemetryServer, transport: Transport)
 
 
 # --- 4xx ----------------------------------------------------------------------------------------
-def test_400_is_bad_request_with_detail(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_400_is_bad_request_with_detail(
+    server: FakeTelemetryServer, transport: TelemetryApi
+) -> None:
     """An unreadable envelope gets the server's 400, classified BAD_REQUEST with its detail."""
     result = transport.send_events(["{not json"])
     assert (result.kind, result.status) == (SendKind.BAD_REQUEST, 400)
@@ -185,7 +213,7 @@ def test_422_names_invalid_indices() -> None:
 
 
 def test_422_without_readable_indices_is_empty(
-    server: FakeTelemetryServer, transport: Transport
+    server: FakeTelemetryServer, transport: TelemetryApi
 ) -> None:
     """A 422 whose body names no index gives INVALID with an empty map (the worker bisects)."""
     server.script(ScriptedReply(status=422, body={"detail": "something is invalid"}))
@@ -200,7 +228,7 @@ def test_422_without_readable_indices_is_empty(
 
 @pytest.mark.parametrize("status", [301, 302, 307, 404, 405, 409, 418])
 def test_redirects_and_other_4xx_are_client_errors(
-    server: FakeTelemetryServer, transport: Transport, status: int
+    server: FakeTelemetryServer, transport: TelemetryApi, status: int
 ) -> None:
     """3xx (never followed) and unlisted 4xx are CLIENT_ERROR after exactly one request."""
     server.script(ScriptedReply(status=status, headers={"Location": server.url + "/elsewhere"}))
@@ -210,14 +238,16 @@ def test_redirects_and_other_4xx_are_client_errors(
 
 
 # --- retryable ----------------------------------------------------------------------------------
-def test_429_with_retry_after_seconds(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_429_with_retry_after_seconds(server: FakeTelemetryServer, transport: TelemetryApi) -> None:
     """A 429 is RETRY with Retry-After delta-seconds as retry_after."""
     server.script(ScriptedReply(status=429, headers={"Retry-After": "17"}))
     result = transport.send_events(texts(1))
     assert (result.kind, result.status, result.retry_after) == (SendKind.RETRY, 429, 17.0)
 
 
-def test_429_with_retry_after_http_date(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_429_with_retry_after_http_date(
+    server: FakeTelemetryServer, transport: TelemetryApi
+) -> None:
     """A 429 with an HTTP-date Retry-After is read against the injected clock."""
     when = format_datetime(datetime.fromtimestamp(NOW + 90, tz=timezone.utc), usegmt=True)
     server.script(ScriptedReply(status=429, headers={"Retry-After": when}))
@@ -232,7 +262,7 @@ def test_retry_after_is_capped(server: FakeTelemetryServer) -> None:
     assert capped.send_events(texts(1)).retry_after == 30.0
 
 
-def test_429_without_retry_after(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_429_without_retry_after(server: FakeTelemetryServer, transport: TelemetryApi) -> None:
     """A 429 without (or with garbage) Retry-After is RETRY with retry_after None."""
     server.script(
         ScriptedReply(status=429), ScriptedReply(status=429, headers={"Retry-After": "?"})
@@ -243,7 +273,7 @@ def test_429_without_retry_after(server: FakeTelemetryServer, transport: Transpo
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_5xx_is_retry(server: FakeTelemetryServer, transport: Transport, status: int) -> None:
+def test_5xx_is_retry(server: FakeTelemetryServer, transport: TelemetryApi, status: int) -> None:
     """Any 5xx is RETRY, with Retry-After honoured when present."""
     server.script(ScriptedReply(status=status, headers={"Retry-After": "3"}))
     result = transport.send_events(texts(1))
@@ -251,7 +281,7 @@ def test_5xx_is_retry(server: FakeTelemetryServer, transport: Transport, status:
     assert result.detail.startswith(f"HTTP {status}")
 
 
-def test_503_without_body_is_retry(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_503_without_body_is_retry(server: FakeTelemetryServer, transport: TelemetryApi) -> None:
     """A 503 with an empty body is RETRY with a bare status detail."""
     server.script(ScriptedReply(status=503, body=b""))
     assert SendResult(kind=SendKind.RETRY, status=503, detail="HTTP 503") == (
@@ -259,7 +289,7 @@ def test_503_without_body_is_retry(server: FakeTelemetryServer, transport: Trans
     )
 
 
-def test_dropped_connection_is_retry(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_dropped_connection_is_retry(server: FakeTelemetryServer, transport: TelemetryApi) -> None:
     """A connection reset before any reply is RETRY, status None, naming the error class."""
     server.script(ScriptedReply(drop=True))
     result = transport.send_events(texts(1))
@@ -267,7 +297,7 @@ def test_dropped_connection_is_retry(server: FakeTelemetryServer, transport: Tra
     assert result.detail.startswith("ConnectionError")
 
 
-def test_read_timeout_is_retry(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_read_timeout_is_retry(server: FakeTelemetryServer, transport: TelemetryApi) -> None:
     """A reply slower than the per-call timeout is RETRY with status None, within about it."""
     server.script(ScriptedReply(delay=10.0))
     started = time.monotonic()
@@ -290,7 +320,7 @@ def test_hanging_server_is_bounded_by_the_constructor_timeout(
     assert time.monotonic() - started < 2.0
 
 
-def test_server_down_is_retry(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_server_down_is_retry(server: FakeTelemetryServer, transport: TelemetryApi) -> None:
     """Nothing listening on the port is RETRY with status None, never an exception."""
     server.stop()
     result = transport.send_events(texts(1))
@@ -300,25 +330,25 @@ def test_server_down_is_retry(server: FakeTelemetryServer, transport: Transport)
 
 # --- what goes on the wire ----------------------------------------------------------------------
 def test_headers_are_exactly_the_codec_headers(
-    server: FakeTelemetryServer, transport: Transport
+    server: FakeTelemetryServer, transport: TelemetryApi
 ) -> None:
     """The request carries the codec's bearer, content type, schema version and user agent."""
     transport.send_events(texts(1))
     request = only_request(server)
-    expected = _codec.event_headers(API_KEY, get_version())
+    expected = wire.event_headers(API_KEY, get_version())
     assert expected == {name: request.headers[name] for name in expected}
     assert f"Bearer {API_KEY}" == request.headers["authorization"]
-    assert _codec.HEADER_CONTENT_ENCODING not in request.headers
-    assert (request.path, request.method) == (_codec.EVENTS_PATH, "POST")
+    assert wire.HEADER_CONTENT_ENCODING not in request.headers
+    assert (request.path, request.method) == (wire.EVENTS_PATH, "POST")
 
 
 def test_body_is_the_stored_texts_verbatim(
-    server: FakeTelemetryServer, transport: Transport
+    server: FakeTelemetryServer, transport: TelemetryApi
 ) -> None:
     """The body bytes equal batch_body of the stored texts: joined, never re-encoded."""
     batch = texts(3)
     transport.send_events(batch)
-    assert _codec.batch_body(batch) == only_request(server).body
+    assert batch_body(batch) == only_request(server).body
 
 
 def test_gzip_request_body(server: FakeTelemetryServer) -> None:
@@ -328,10 +358,10 @@ def test_gzip_request_body(server: FakeTelemetryServer) -> None:
     result = zipped.send_events(batch)
     request = only_request(server)
     assert SendKind.OK is result.kind
-    expected = _codec.event_headers(API_KEY, get_version(), gzip=True)
+    expected = wire.event_headers(API_KEY, get_version(), gzip=True)
     assert expected == {name: request.headers[name] for name in expected}
-    assert request.headers[_codec.HEADER_CONTENT_ENCODING] == "gzip"
-    assert _codec.batch_body(batch) == request.body  # the server decompressed it
+    assert request.headers[wire.HEADER_CONTENT_ENCODING] == "gzip"
+    assert batch_body(batch) == request.body  # the server decompressed it
     assert len(server.events) == 5
 
 
@@ -344,7 +374,7 @@ def test_per_call_timeout_wins(server: FakeTelemetryServer) -> None:
     assert time.monotonic() - started < 2.0
 
 
-def test_session_survives_close(server: FakeTelemetryServer, transport: Transport) -> None:
+def test_session_survives_close(server: FakeTelemetryServer, transport: TelemetryApi) -> None:
     """close() releases the connections; the next send opens a fresh session and works."""
     assert SendKind.OK is transport.send_events(texts(1)).kind
     transport.close()
@@ -360,7 +390,7 @@ QUERY = PredictionQuery(
 
 
 def test_predictions_sent_without_authorization(
-    server: FakeTelemetryServer, transport: Transport
+    server: FakeTelemetryServer, transport: TelemetryApi
 ) -> None:
     """Predictions go to PREDICTIONS_PATH with the codec's headers and no Authorization."""
     answer = {"prediction": None, "metadata": {"sample_size": 7}}
@@ -368,16 +398,16 @@ def test_predictions_sent_without_authorization(
     results = transport.post_predictions([QUERY])
     request = only_request(server)
     assert [answer] == results
-    assert request.path == _codec.PREDICTIONS_PATH
-    assert _codec.HEADER_AUTHORIZATION not in request.headers
-    expected = _codec.prediction_headers(get_version())
+    assert request.path == wire.PREDICTIONS_PATH
+    assert wire.HEADER_AUTHORIZATION not in request.headers
+    expected = wire.prediction_headers(get_version())
     assert expected == {name: request.headers[name] for name in expected}
-    assert _codec.predictions_body([QUERY]) == request.body
-    assert [_codec.query_to_dict(QUERY)] == server.prediction_queries
+    assert predictions_body([QUERY]) == request.body
+    assert [query_to_dict(QUERY)] == server.prediction_queries
 
 
 def test_predictions_results_absent_is_empty(
-    server: FakeTelemetryServer, transport: Transport
+    server: FakeTelemetryServer, transport: TelemetryApi
 ) -> None:
     """A 2xx predictions reply without ``results`` gives an empty list."""
     server.script_predictions(ScriptedReply(status=200, body={"other": 1}))
@@ -393,7 +423,7 @@ def test_predictions_results_absent_is_empty(
     ],
 )
 def test_predictions_errors_raise_transport_error(
-    server: FakeTelemetryServer, transport: Transport, reply: ScriptedReply, message: str
+    server: FakeTelemetryServer, transport: TelemetryApi, reply: ScriptedReply, message: str
 ) -> None:
     """A non-2xx or unreadable predictions reply raises TransportError."""
     server.script_predictions(reply)
@@ -402,7 +432,7 @@ def test_predictions_errors_raise_transport_error(
 
 
 def test_predictions_network_error_raises_from_requests(
-    server: FakeTelemetryServer, transport: Transport
+    server: FakeTelemetryServer, transport: TelemetryApi
 ) -> None:
     """A dropped predictions request raises TransportError chained to the requests error."""
     import requests
@@ -492,7 +522,7 @@ def test_plain_http_to_remote_host_warns_once(url: str, caplog: pytest.LogCaptur
 def test_import_does_not_load_requests() -> None:
     """Importing the transport (and so the package) loads neither requests nor urllib3."""
     code = (
-        "import sys, mosaic_telemetry._transport\n"
+        "import sys, mosaic_telemetry._delivery.transport, mosaic_telemetry._delivery.api\n"
         "print(sorted(m for m in ('requests', 'urllib3') if m in sys.modules))\n"
     )
     out = subprocess.run(

@@ -1,57 +1,26 @@
-"""The retry policy of the sender: one composed tenacity expression, and Retry-After parsing.
+"""The retry policy of the sender: one composed tenacity expression.
 
-Pure: no HTTP here. The policy retries on *results* (a ``SendResult`` that says "try again"),
-never on exceptions, so the transport's classification is the only place that decides what
-is transient. Time is injected: ``parse_retry_after`` takes ``now``, the policy takes
-``sleep``, and by default it sleeps on the worker's stop event, so ``stop()`` cuts a backoff
-short instead of waiting it out.
+Pure: no HTTP here (Retry-After is parsed by ``_wire.replies``). The policy retries on
+*results* (a ``SendResult`` that says "try again"), never on exceptions, so the reply's
+classification is the only place that decides what is transient. Time is injected: the policy
+takes ``sleep``, and by default it sleeps on the worker's stop event, so ``stop()`` cuts a
+backoff short instead of waiting it out.
 
 Only the worker imports this module (tenacity is not loaded by ``import mosaic_telemetry``).
 """
 
 from __future__ import annotations
 
-import email.utils
-import math
-import re
 import threading
 from collections.abc import Callable
-from datetime import timezone
 from typing import Any, TypeVar
 
 import tenacity
 from tenacity.nap import sleep_using_event
 
-__all__ = ["RetryPolicy", "make_retrying", "parse_retry_after"]
+__all__ = ["RetryPolicy", "make_retrying"]
 
 T = TypeVar("T")
-
-# delta-seconds (RFC 9110 §10.2.3), leniently also a sign and a fraction: "2", " 2.5 ", "-1".
-_DELTA_SECONDS = re.compile(r"\s*[+-]?[0-9]+(?:\.[0-9]*)?\s*")
-_MAX_HEADER_CHARS = 200
-
-
-def parse_retry_after(value: str | None, *, now: float, cap: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value, clamped to ``[0, cap]``.
-
-    ``value`` is delta-seconds or an HTTP-date; ``now`` is the current epoch time in seconds.
-    A date in the past gives 0; a missing or unreadable value gives None (never raises).
-    """
-    if value is None or len(value) > _MAX_HEADER_CHARS:
-        return None
-    if _DELTA_SECONDS.fullmatch(value):
-        seconds = float(value)  # a long digit string becomes inf, which the clamp handles
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-            if when.tzinfo is None:  # "-0000" means UTC with no claim about local time
-                when = when.replace(tzinfo=timezone.utc)
-            seconds = when.timestamp() - now
-        except (TypeError, ValueError, IndexError, OverflowError, OSError):
-            return None
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), cap)
 
 
 class _WaitAtLeastRetryAfter(tenacity.wait.wait_base):

@@ -5,84 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
-from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from mosaic_telemetry._retry import RetryPolicy, make_retrying, parse_retry_after
-
-NOW = 1_700_000_000.0  # a fixed "current" epoch time
-CAP = 3600.0
-
-
-# --- parse_retry_after ------------------------------------------------------------------------
-def http_date(epoch: float) -> str:
-    return format_datetime(datetime.fromtimestamp(epoch, tz=timezone.utc), usegmt=True)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("2", 2.0),
-        ("0", 0.0),
-        (" 120 ", 120.0),
-        ("2.5", 2.5),
-        ("-5", 0.0),
-        ("86400", CAP),
-        ("9" * 500, None),  # over the header length limit: garbage
-        ("9" * 150, CAP),
-    ],
-)
-def test_parse_retry_after_delta_seconds(value: str, expected: float | None) -> None:
-    """Delta-seconds (integer or fraction) are read, negatives clamp to 0 and huge values to cap."""
-    assert expected == parse_retry_after(value, now=NOW, cap=CAP)
-
-
-def test_parse_retry_after_future_http_date() -> None:
-    """An HTTP-date in the future gives the seconds from the injected ``now`` until then."""
-    assert parse_retry_after(http_date(NOW + 30), now=NOW, cap=CAP) == 30.0
-
-
-def test_parse_retry_after_far_future_http_date_is_capped() -> None:
-    """An HTTP-date days away is clamped to the cap."""
-    assert parse_retry_after(http_date(NOW + 5 * 86400), now=NOW, cap=CAP) == CAP
-
-
-def test_parse_retry_after_past_http_date_is_zero() -> None:
-    """An HTTP-date in the past means "retry now": 0 seconds."""
-    assert parse_retry_after(http_date(NOW - 600), now=NOW, cap=CAP) == 0.0
-
-
-def test_parse_retry_after_http_date_without_zone_is_utc() -> None:
-    """A ``-0000`` HTTP-date (no zone claim) is read as UTC, not local time."""
-    value = http_date(NOW + 10).replace("GMT", "-0000")
-    assert parse_retry_after(value, now=NOW, cap=CAP) == 10.0
-
-
-@pytest.mark.parametrize(
-    "value",
-    [None, "", "   ", "soon", "1e3", "nan", "inf", "0x10", "12 seconds", "Wed, 99 Foo 2015"],
-)
-def test_parse_retry_after_garbage_is_none(value: str | None) -> None:
-    """Missing or unreadable values give None instead of raising."""
-    assert parse_retry_after(value, now=NOW, cap=CAP) is None
-
-
-@given(st.text(max_size=300), st.floats(min_value=0, max_value=1e6))
-def test_parse_retry_after_never_raises(value: str, cap: float) -> None:
-    """For any text, the result is None or a float within [0, cap]."""
-    result = parse_retry_after(value, now=NOW, cap=cap)
-    assert result is None or (isinstance(result, float) and 0.0 <= result <= cap)
-
-
-@given(st.integers(min_value=-(10**6), max_value=10**12))
-def test_parse_retry_after_any_integer_is_clamped(seconds: int) -> None:
-    """Any integer delta-seconds lands in [0, cap]."""
-    assert min(max(float(seconds), 0.0), CAP) == parse_retry_after(str(seconds), now=NOW, cap=CAP)
+from mosaic_telemetry._delivery.retry import RetryPolicy, make_retrying
 
 
 # --- make_retrying ----------------------------------------------------------------------------
