@@ -22,10 +22,9 @@ from ._codec import event_to_json
 from ._config import TelemetryConfig
 from ._exceptions import OutboxBusyError, OutboxError
 from ._log import RateLimitedLogger, logger
-from ._memory_outbox import MemoryOutbox
 from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
-from ._outbox import SqliteOutbox
 from ._predictions import PredictionCache
+from ._store import SqliteOutbox
 from ._transport import SendKind, SendResult
 from ._worker import FlushResult, Handoff, Outbox, Sender, Stats, Worker, WorkerSettings
 
@@ -149,7 +148,7 @@ class TelemetryClient:
             self._max_queue,
         )
         self._stats.error(f"outbox unusable: {exc}", self._clock())
-        return MemoryOutbox(max_pending=self._max_queue, clock=self._clock)
+        return SqliteOutbox.in_memory(max_pending=self._max_queue, clock=self._clock)
 
     def _current_outbox(self) -> Outbox:
         assert self._outbox is not None

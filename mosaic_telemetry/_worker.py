@@ -22,7 +22,7 @@ import attrs
 
 from ._exceptions import OutboxError, TelemetryError
 from ._log import RateLimitedLogger, logger
-from ._outbox import META_LAST_ERROR, ClaimedRow, LeaseOwner
+from ._store import META_LAST_ERROR, ClaimedRow, LeaseOwner
 from ._transport import SendKind, SendResult
 
 __all__ = ["FlushResult", "Handoff", "Stats", "Worker", "WorkerSettings"]
