@@ -27,10 +27,9 @@ from ._delivery.seam import Transport
 from ._delivery.stats import FlushResult, Stats, WorkerSettings
 from ._exceptions import OutboxBusyError, OutboxError
 from ._log import RateLimitedLogger, logger
-from ._memory_outbox import MemoryOutbox
 from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
-from ._outbox import SqliteOutbox
 from ._predictions import PredictionCache
+from ._store import SqliteOutbox
 from ._wire.events import event_to_json
 
 if TYPE_CHECKING:
@@ -137,7 +136,7 @@ class TelemetryClient:
             self._max_queue,
         )
         self._stats.error(f"outbox unusable: {exc}", self._clock())
-        return MemoryOutbox(max_pending=self._max_queue, clock=self._clock)
+        return SqliteOutbox.in_memory(max_pending=self._max_queue, clock=self._clock)
 
     def _current_outbox(self) -> Outbox:
         assert self._outbox is not None

@@ -10,7 +10,7 @@ Thin over the library, stdlib ``argparse`` only::
     doctor                         check config, outbox file, disk and server
     demo                           track into a temp outbox, deliver to a loopback server
 
-Inspection opens the file read-only (:class:`._inspect.OutboxReader`) and never starts a
+Inspection opens the file read-only (:class:`._store.OutboxReader`) and never starts a
 worker or touches the network. Output goes to ``out``; errors are one line on stderr
 (``--debug`` shows the traceback). Exit codes: 0 ok, 1 a problem found or an operation failed,
 2 usage error. The API key is never printed.
@@ -37,8 +37,8 @@ from typing import Any, TextIO
 from ._config import TelemetryConfig
 from ._enums import Complexity, Provider, TaskType
 from ._exceptions import OutboxError, TelemetryError
-from ._inspect import OutboxReader, OutboxStatus
 from ._log import logger
+from ._store import OutboxReader, OutboxStatus
 
 __all__ = ["build_parser", "main"]
 
@@ -152,7 +152,7 @@ def _reader(args: argparse.Namespace) -> OutboxReader:
 
 def _repair(reader: OutboxReader, action: Callable[[Any], int]) -> int:
     """Open the (validated, existing) file read-write with SqliteOutbox and run ``action``."""
-    from ._outbox import SqliteOutbox
+    from ._store import SqliteOutbox
 
     meta = reader.meta()  # refuses a missing, corrupt or foreign file before we open it
     outbox = SqliteOutbox(

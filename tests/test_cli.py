@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from mosaic_telemetry import OutboxError, TelemetryClient
-from mosaic_telemetry._inspect import OutboxReader
-from mosaic_telemetry._outbox import LeaseOwner, SqliteOutbox
+from mosaic_telemetry._store import LeaseOwner, OutboxReader, SqliteOutbox
 from mosaic_telemetry._wire.events import event_to_json
 from mosaic_telemetry.cli import main
 from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply
@@ -885,7 +884,7 @@ def _sdk_logger_restored() -> Iterator[None]:
 
 def test_docs_describe_every_column_key_and_command(tmp_path: Path) -> None:
     """docs/cli.md names every column and meta key a fresh outbox has, and every command."""
-    from mosaic_telemetry._outbox import META_LAST_ERROR, TABLES
+    from mosaic_telemetry._store import META_LAST_ERROR, TABLES
     from mosaic_telemetry.cli import build_parser
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()

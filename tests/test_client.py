@@ -380,7 +380,7 @@ def test_a_failing_outbox_write_is_retried_by_the_worker(
 ) -> None:
     """A write error (disk full) holds events in memory; they and the rows on disk all arrive."""
     from mosaic_telemetry import OutboxError
-    from mosaic_telemetry._outbox import SqliteOutbox
+    from mosaic_telemetry._store import SqliteOutbox
 
     client = TelemetryClient(make_config())
     clients.append(client)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .._outbox import ClaimedRow, LeaseOwner
+from .._store import ClaimedRow, LeaseOwner
 from .._wire.replies import SendResult
 
 __all__ = ["ClaimedRow", "LeaseOwner", "Outbox", "Sender"]

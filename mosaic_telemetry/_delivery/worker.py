@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from .._exceptions import OutboxError, TelemetryError
 from .._log import RateLimitedLogger, logger
-from .._outbox import META_LAST_ERROR
+from .._store import META_LAST_ERROR
 from .._wire.replies import SendKind, SendResult
 from .handoff import Handoff
 from .policy import Next, Plan, is_retryable, plan_batch, verdict_backoff

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from mosaic_telemetry import TelemetryClient, TelemetryConfig
-from mosaic_telemetry._outbox import SqliteOutbox
+from mosaic_telemetry._store import SqliteOutbox
 from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply
 
 from ..helpers import make_event, make_events

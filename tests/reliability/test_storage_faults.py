@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mosaic_telemetry import TelemetryClient, TelemetryConfig
-from mosaic_telemetry import _outbox as outbox_module
+from mosaic_telemetry._store import schema as schema_module
 from mosaic_telemetry.testing import FakeTelemetryServer
 
 from ..helpers import make_events
@@ -278,7 +278,7 @@ def test_full_disk_never_raises_and_loses_nothing(
     else:  # SQLite's own "database or disk is full", from a page budget on every connection
         outbox = outbox_path
         monkeypatch.setattr(
-            outbox_module, "_PRAGMAS", (*outbox_module._PRAGMAS, "PRAGMA max_page_count = 40")
+            schema_module, "PRAGMAS", (*schema_module.PRAGMAS, "PRAGMA max_page_count = 40")
         )
     client = TelemetryClient(make_config(outbox_path=outbox, max_queue_size=100_000))
     client.start()

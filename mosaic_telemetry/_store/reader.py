@@ -2,14 +2,15 @@
 
 :class:`OutboxReader` never creates, moves or writes the file: every read opens its own
 ``mode=ro`` connection (``sqlite3.connect("file:...?mode=ro", uri=True)``), checks that the
-file is a mosaic_telemetry outbox of :data:`~._outbox.SCHEMA_VERSION`, runs its queries in one
-read transaction and closes. A missing file, a file that is not SQLite (or is corrupt), an
-SQLite file of another application and an outbox of another schema version each raise
-:class:`~._exceptions.OutboxError` with a message naming the file and the problem.
+file is a mosaic_telemetry outbox of :data:`~.schema.SCHEMA_VERSION` (the same check the writer
+runs, :func:`~.schema.check_outbox`), runs its queries in one read transaction and closes. A
+missing file, a file that is not SQLite (or is corrupt), an SQLite file of another application
+and an outbox of another schema version each raise :class:`~.._exceptions.OutboxError` with a
+message naming the file and the problem.
 
 It reads safely while an agent writes the same file: the outbox runs in WAL mode, so a
 reader sees the last committed state and never blocks a writer (nor is it blocked by one).
-The table and key names come from :mod:`._outbox`, where the file format is defined.
+Its queries are the writer's (:mod:`.state`); ``status`` counts pending rows in O(1).
 """
 
 from __future__ import annotations
@@ -24,39 +25,18 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
-from ._exceptions import OutboxBusyError, OutboxError
-from ._outbox import (
-    _SQL_LIST_DEAD,
-    _SQL_LIST_EVENTS,
-    COUNTER_NAMES,
-    META_LAST_ERROR,
-    SCHEMA_VERSION,
-    TABLES,
-    _is_busy,
-    _is_corrupt,
-    _rows_as_dicts,
-)
+from .._exceptions import OutboxBusyError, OutboxError
+from . import state
+from .errors import is_busy, is_corrupt
+from .files import file_size, side_files
+from .schema import META_LAST_ERROR, check_outbox
 
-__all__ = ["OutboxReader", "OutboxStatus", "side_files"]
+__all__ = ["OutboxReader", "OutboxStatus"]
 
 T = TypeVar("T")
 
 #: How long a read waits for a lock (only a WAL recovery or a checkpoint-truncate holds one).
 _BUSY_TIMEOUT_SECONDS: Final = 5.0
-_SIDE_SUFFIXES: Final = ("-wal", "-shm", "-journal")
-_COUNTER_PREFIX: Final = "counter_"
-
-
-def side_files(path: Path) -> dict[str, Path]:
-    """The ``-wal``, ``-shm`` and ``-journal`` files SQLite keeps next to ``path``."""
-    return {suffix: Path(f"{path}{suffix}") for suffix in _SIDE_SUFFIXES}
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
 
 
 @attrs.frozen(kw_only=True)
@@ -125,34 +105,8 @@ class OutboxReader:
 
     def _validate(self, conn: sqlite3.Connection) -> None:
         """Raise OutboxError unless this is a mosaic_telemetry outbox of our schema version."""
-        path = self.path
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
-            raise OutboxError(f"{path} is empty: not a mosaic_telemetry outbox")
-        if "meta" not in tables:
-            raise OutboxError(
-                f"{path} is an SQLite database but not a mosaic_telemetry outbox "
-                f"(tables: {', '.join(sorted(tables))})"
-            )
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.OperationalError as exc:  # a meta table of another shape
-            if _is_busy(exc):
-                raise
-            row = None
-        if row is None:
-            raise OutboxError(
-                f"{path} is an SQLite database but not a mosaic_telemetry outbox "
-                "(no schema_version in its meta table)"
-            )
-        if str(row[0]) != SCHEMA_VERSION:
-            raise OutboxError(
-                f"outbox {path} has schema_version {row[0]!r}, this mosaic-telemetry reads "
-                f"schema_version {SCHEMA_VERSION!r}; the file was left untouched"
-            )
-        missing = [t for t in TABLES if t not in tables]
-        if missing:
-            raise OutboxError(f"outbox {path} lacks the table(s) {', '.join(missing)}")
+        if not check_outbox(conn, self.path, complete=True):
+            raise OutboxError(f"{self.path} is empty: not a mosaic_telemetry outbox")
 
     def _attempt(self, read: Callable[[sqlite3.Connection], T], *, immutable: bool) -> T:
         try:
@@ -170,9 +124,9 @@ class OutboxReader:
 
     def _mapped(self, exc: sqlite3.Error) -> OutboxError:
         path = self.path
-        if _is_busy(exc):
+        if is_busy(exc):
             return OutboxBusyError(f"outbox {path} stayed locked by another process ({exc})")
-        if _is_corrupt(exc):
+        if is_corrupt(exc):
             return OutboxError(f"{path} is not a readable outbox: corrupt or not SQLite ({exc})")
         return OutboxError(f"cannot read outbox {path}: {exc}")
 
@@ -193,46 +147,28 @@ class OutboxReader:
 
     # --- what the commands show ---------------------------------------------------------------
     def status(self) -> OutboxStatus:
-        """Counts, ages, sizes and identity of the outbox, from one snapshot."""
+        """Counts, ages, sizes and identity of the outbox, from one snapshot (O(1) pending)."""
         now = self._clock()
 
         def read(conn: sqlite3.Connection) -> OutboxStatus:
-            meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-            pending = int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-            leased = int(
-                conn.execute(
-                    "SELECT COUNT(*) FROM events"
-                    " WHERE lease_owner IS NOT NULL AND lease_expires_at > ?",
-                    (now,),
-                ).fetchone()[0]
-            )
-            dead = int(conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
-            oldest = conn.execute("SELECT enqueued_at FROM events ORDER BY id LIMIT 1").fetchone()
-            counters = dict.fromkeys(COUNTER_NAMES, 0)
-            for key, value in meta.items():
-                if key.startswith(_COUNTER_PREFIX):
-                    try:
-                        counters[key[len(_COUNTER_PREFIX) :]] = int(value)
-                    except ValueError:
-                        continue
+            meta = state.meta(conn)
+            oldest = state.oldest_enqueued_at(conn)
             not_before = _float(meta.get("not_before"))
             last_error, last_error_at = _last_error(meta.get(META_LAST_ERROR))
             return OutboxStatus(
                 path=str(self.path),
-                size_bytes=_size(self.path) or 0,
-                wal_bytes=_size(side_files(self.path)["-wal"]),
+                size_bytes=file_size(self.path) or 0,
+                wal_bytes=file_size(side_files(self.path)["-wal"]),
                 schema_version=meta.get("schema_version", ""),
                 mode=meta.get("mode"),
                 server_url=meta.get("server_url"),
                 created_at=_float(meta.get("created_at")),
-                pending=pending,
-                leased=leased,
-                dead=dead,
-                oldest_pending_age_seconds=(
-                    None if oldest is None else max(0.0, now - float(oldest[0]))
-                ),
+                pending=state.pending_count(conn),
+                leased=state.leased_count(conn, now),
+                dead=state.dead_count(conn),
+                oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
                 not_before=not_before if not_before and not_before > now else None,
-                counters=counters,
+                counters=state.counters_of(meta),
                 last_error=last_error,
                 last_error_at=last_error_at,
             )
@@ -241,9 +177,7 @@ class OutboxReader:
 
     def meta(self) -> dict[str, str]:
         """The whole ``meta`` table."""
-        return self.read(
-            lambda conn: {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        )
+        return self.read(state.meta)
 
     def list_rows(self, *, dead: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
         """Rows of ``events`` (or ``dead``) oldest first, keyed by column, with ``state``.
@@ -251,26 +185,17 @@ class OutboxReader:
         ``state`` is "pending", "leased" (a live lease: being sent now) or "dead".
         """
         now = self._clock()
-        sql = _SQL_LIST_DEAD if dead else _SQL_LIST_EVENTS
-        rows = self.read(
-            lambda conn: _rows_as_dicts(conn.execute(sql, (-1 if limit is None else limit,)))
-        )
+        rows = self.read(lambda conn: state.list_rows(conn, dead=dead, limit=limit))
         return [{**row, "state": _state(row, now, dead=dead)} for row in rows]
 
     def get_row(self, event_id: str) -> dict[str, Any] | None:
         """One event by id, pending or dead (``state`` as in :meth:`list_rows`), or None."""
         now = self._clock()
-
-        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            for table in ("events", "dead"):
-                rows = _rows_as_dicts(
-                    conn.execute(f"SELECT * FROM {table} WHERE event_id = ?", (event_id,))  # noqa: S608
-                )
-                if rows:
-                    return {**rows[0], "state": _state(rows[0], now, dead=table == "dead")}
+        found = self.read(lambda conn: state.get_row(conn, event_id))
+        if found is None:
             return None
-
-        return self.read(read)
+        table, row = found
+        return {**row, "state": _state(row, now, dead=table == "dead")}
 
     def dead_event_ids(self, event_ids: Sequence[str]) -> set[str]:
         """Which of ``event_ids`` are in the dead-letter table."""
@@ -286,11 +211,8 @@ class OutboxReader:
         )
 
     def count(self, *, dead: bool) -> int:
-        """Rows in ``dead`` (or ``events``)."""
-        table = "dead" if dead else "events"
-        return self.read(
-            lambda conn: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
-        )
+        """Rows in ``dead`` (or ``events``: O(1), the pending count)."""
+        return self.read(state.dead_count if dead else state.pending_count)
 
     def quick_check(self) -> list[str]:
         """``PRAGMA quick_check`` (read-only): ``["ok"]`` for a healthy file, else the problems."""

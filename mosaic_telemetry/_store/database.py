@@ -1,0 +1,341 @@
+"""``FileDatabase``: one outbox file, its connections per (thread, pid), locks and recreation.
+
+The outbox (:class:`~.outbox.SqliteOutbox`) runs its operations inside :meth:`FileDatabase.read`
+and :meth:`FileDatabase.write`; only the hot path :meth:`FileDatabase.add` is special: it runs on
+its own connection that waits for another process's lock a few milliseconds at most (trying
+again every 0.2 ms, finer than SQLite's own busy handler), so ``track()`` never stalls: a lock
+held longer raises :class:`OutboxBusyError`. Threads of one process take a per-file Python lock
+before writing, so they queue for each other (promptly, up to 20 ms for add()) instead of
+polling SQLite's lock; only another process can make add() report busy after a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pathlib
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final
+
+from .._exceptions import OutboxBusyError, OutboxError
+from .._log import logger
+from . import files, queue, repair
+from .connections import CONNECTIONS, close_quietly, connect, transaction
+from .errors import CorruptFileError, is_busy, is_corrupt, map_error
+from .schema import (
+    ADD_WAL_AUTOCHECKPOINT,
+    MAIN_WAL_AUTOCHECKPOINT,
+    SQL_ADD,
+    SQL_REMOVED,
+    apply_pragmas,
+    check_outbox,
+    create_schema,
+)
+
+__all__ = ["FileDatabase"]
+
+#: How long add() queues behind other threads of its own process (a GIL hand-off alone can take
+#: the 5 ms switch interval) before it reports busy; other processes get add_busy_timeout_ms.
+ADD_THREAD_WAIT_MS: Final = 20
+#: How often add() tries again while another process holds the write lock. SQLite's own busy
+#: handler sleeps 1 ms, then 2 ms, then 5 ms: far coarser than the inserts and batches it waits
+#: for (4 processes tracking: p99 4-5 ms with it, 1.1-1.3 ms with this; docs/performance.md).
+ADD_RETRY_SECONDS: Final = 0.0002
+
+_SERIALS = itertools.count(1)
+
+
+class FileDatabase:
+    """One outbox file: opened, checked and set up at construction; connections on demand."""
+
+    durable = True
+
+    def __init__(
+        self,
+        path: pathlib.Path,
+        *,
+        synchronous: str,
+        defaults: Mapping[str, str],
+        clock: Callable[[], float],
+        add_busy_timeout_ms: int,
+        busy_timeout_ms: int,
+    ) -> None:
+        self.path = path
+        self.label = str(path)
+        self.server_url = defaults.get("server_url", "")
+        self._synchronous = synchronous
+        self._defaults = dict(defaults)
+        self._mode = self._defaults["mode"]
+        self._clock = clock
+        self._add_busy_timeout_ms = add_busy_timeout_ms
+        self._busy_timeout_ms = busy_timeout_ms
+        self._serial = next(_SERIALS)
+        self._lock_key = os.path.realpath(path)
+        self._local = threading.local()
+        self._closed = False
+        self._removed_seen = 0  # a lower bound of meta.removed_count, for add()
+        CONNECTIONS.enter()  # a fork waits until the new connection is registered
+        try:
+            conn = self._open_file()
+            self._file_id = files.identity(path)
+            self._local.key = (os.getpid(), CONNECTIONS.generation)
+            self._local.fast = None
+            self._local.main = conn
+            CONNECTIONS.register(self._serial, conn)
+        finally:
+            CONNECTIONS.exit()
+        # Never close from the finalizer itself: it may run inside a registry lock (a GC).
+        self._finalizer = weakref.finalize(self, CONNECTIONS.close_soon, self._serial)
+        # Not at interpreter exit: a daemon worker may still be finishing its last flush, and
+        # the OS releases the file anyway (the WAL is recovered by the next open).
+        self._finalizer.atexit = False
+
+    # --- opening --------------------------------------------------------------------------
+    def _open_file(self) -> sqlite3.Connection:
+        """Create the file if needed, check it, set it up; move a corrupt file aside once."""
+        files.prepare_location(self.path)
+        try:
+            return self._initialise()
+        except CorruptFileError as exc:
+            try:
+                aside = files.move_aside(self.path, "corrupt", self._clock())
+            except OutboxError as move_exc:
+                raise OutboxError(f"outbox {self.path} is corrupt: {move_exc}") from exc
+            logger.error(
+                "outbox %s is corrupt (%s); moved it aside to %s and started an empty outbox",
+                self.path,
+                exc,
+                aside,
+            )
+        files.prepare_location(self.path)
+        try:
+            return self._initialise()
+        except CorruptFileError as exc:
+            raise OutboxError(
+                f"outbox {self.path} is still corrupt after recreating: {exc}"
+            ) from exc
+
+    def _initialise(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms, create=True)
+            # Read-only checks first: a refused file is never modified.
+            if check_outbox(conn, self.path, mode=self._mode):
+                check = conn.execute("PRAGMA quick_check(1)").fetchone()
+                if check is None or check[0] != "ok":
+                    raise CorruptFileError(f"quick_check: {check[0] if check else 'no answer'}")
+            apply_pragmas(
+                conn,
+                busy_timeout_ms=self._busy_timeout_ms,
+                synchronous=self._synchronous,
+                wal_autocheckpoint=MAIN_WAL_AUTOCHECKPOINT,
+            )
+            with transaction(conn):
+                self.server_url = create_schema(conn, self.path, self._defaults)
+        except BaseException as exc:
+            if conn is not None:
+                close_quietly([conn])
+            if isinstance(exc, sqlite3.Error):
+                if is_corrupt(exc):
+                    raise CorruptFileError(str(exc)) from exc
+                raise map_error(exc, "opening", self.path) from exc
+            raise
+        return conn
+
+    # --- connections and transactions ----------------------------------------------------
+    def connection(self, fast: bool = False) -> sqlite3.Connection:
+        """This thread's connection for this pid (opened on first use, and after a fork)."""
+        if self._closed:
+            raise OutboxError(f"outbox {self.label} is closed")
+        local = self._local
+        key = (os.getpid(), CONNECTIONS.generation)
+        if getattr(local, "key", None) != key:
+            # First use in this thread, or after a fork: the old connections (if any) stay
+            # referenced by CONNECTIONS; they are never closed from a forked child.
+            local.key = key
+            local.fast = None
+            local.main = None
+        conn: sqlite3.Connection | None = local.fast if fast else local.main
+        if conn is None:
+            conn = self._connect(fast)
+            if fast:
+                local.fast = conn
+            else:
+                local.main = conn
+        return conn
+
+    def _connect(self, fast: bool) -> sqlite3.Connection:
+        busy_ms = 0 if fast else self._busy_timeout_ms  # add() waits by itself: _insert()
+        conn = connect(self.path, busy_timeout_ms=busy_ms, create=False)
+        try:
+            apply_pragmas(
+                conn,
+                busy_timeout_ms=busy_ms,
+                synchronous=self._synchronous,
+                wal_autocheckpoint=ADD_WAL_AUTOCHECKPOINT if fast else MAIN_WAL_AUTOCHECKPOINT,
+            )
+        except BaseException:
+            close_quietly([conn])
+            raise
+        CONNECTIONS.register(self._serial, conn)
+        return conn
+
+    @contextlib.contextmanager
+    def read(self, op: str) -> Iterator[sqlite3.Connection]:
+        """A connection for reads (autocommit); sqlite3 errors mapped."""
+        CONNECTIONS.enter()
+        try:
+            yield self.connection()
+        except sqlite3.Error as exc:
+            raise map_error(exc, op, self.label) from exc
+        finally:
+            CONNECTIONS.exit()
+
+    def _lock_for_writing(self, op: str, fast: bool) -> threading.Lock:
+        """Take this process's write lock of the file (threads queue here, not in SQLite)."""
+        lock = CONNECTIONS.write_lock(self._lock_key)
+        if lock.acquire(blocking=False):  # the usual case, and 3x cheaper than a timed wait
+            return lock
+        if fast:
+            timeout_ms = max(self._add_busy_timeout_ms, ADD_THREAD_WAIT_MS)
+        else:
+            timeout_ms = self._busy_timeout_ms
+        if not lock.acquire(timeout=timeout_ms / 1000):
+            raise OutboxBusyError(
+                f"{op}: outbox {self.label} is locked by another thread of this process "
+                f"for more than {timeout_ms} ms"
+            )
+        return lock
+
+    @contextlib.contextmanager
+    def write(self, op: str) -> Iterator[sqlite3.Connection]:
+        """A connection inside ``BEGIN IMMEDIATE`` under this process's write lock."""
+        CONNECTIONS.enter()
+        try:
+            lock = self._lock_for_writing(op, fast=False)
+            try:
+                with transaction(self.connection()) as conn:
+                    yield conn
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            raise map_error(exc, op, self.label) from exc
+        finally:
+            CONNECTIONS.exit()
+
+    # --- the hot path ----------------------------------------------------------------------
+    def add(self, row: tuple[str, str, float], max_pending: int) -> tuple[bool, int]:
+        """Insert one row (autocommit, short busy timeout); ``(inserted, evicted)``."""
+        evicted = 0
+        CONNECTIONS.enter()
+        try:
+            lock = self._lock_for_writing("add", fast=True)
+            try:
+                conn = self.connection(fast=True)
+                cursor = self._insert(conn, row)
+                if cursor.rowcount != 1:
+                    return False, 0
+                # Ids are consecutive, so this id minus the rows ever removed is the pending
+                # count. The removed count cached here only lags behind, so this is an upper
+                # bound: the exact check (one more transaction) runs only when it is over.
+                if (cursor.lastrowid or 0) - self._removed_seen > max_pending:
+                    evicted = self._evict_now(conn, max_pending)
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            raise map_error(exc, "add", self.label) from exc
+        finally:
+            CONNECTIONS.exit()
+        return True, evicted
+
+    def _insert(self, conn: sqlite3.Connection, row: tuple[str, str, float]) -> sqlite3.Cursor:
+        """``SQL_ADD``, tried again every ``ADD_RETRY_SECONDS`` while another process holds
+        the write lock, for at most ``add_busy_timeout_ms``; then the busy error goes up."""
+        deadline = 0.0
+        while True:
+            try:
+                return conn.execute(SQL_ADD, row)
+            except sqlite3.OperationalError as exc:
+                now = time.monotonic()
+                if not is_busy(exc) or (deadline and now >= deadline):
+                    raise
+                deadline = deadline or now + self._add_busy_timeout_ms / 1000
+                time.sleep(ADD_RETRY_SECONDS)
+
+    def _evict_now(self, conn: sqlite3.Connection, max_pending: int) -> int:
+        """Evict in a transaction of its own; 0 if locked (the event is stored, the next
+        add() or add_many() evicts)."""
+        try:
+            with transaction(conn):
+                evicted = queue.evict(conn, max_pending)
+            self._removed_seen = int(conn.execute(SQL_REMOVED).fetchone()[0])  # committed
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                return 0
+            raise
+        return evicted
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without waiting for anyone (PASSIVE)."""
+        with self.read("checkpoint") as conn:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    # --- a file deleted or replaced while open --------------------------------------------------
+    def ensure_file(self) -> int:
+        """Recreate the file if it was deleted or replaced while open; returns the rows moved."""
+        if self._closed or files.identity(self.path) == self._file_id:
+            return 0
+        CONNECTIONS.enter()
+        try:
+            lock = self._lock_for_writing("ensure_file", fast=False)
+            try:
+                return self._recreate()
+            finally:
+                lock.release()
+        except sqlite3.Error as exc:
+            raise map_error(exc, "ensure_file", self.label) from exc
+        finally:
+            CONNECTIONS.exit()
+
+    def _recreate(self) -> int:
+        """Under the write lock: copy every row into a new file at ``path``."""
+        current = files.identity(self.path)
+        if current == self._file_id:
+            return 0
+        old = CONNECTIONS.oldest(self._serial)  # opened before the file went away
+        if old is None:
+            raise OutboxError(f"outbox {self.path} was deleted and no connection to it is left")
+        contents = repair.copy_out(old)
+        CONNECTIONS.retire(self._serial)
+        if current is None:  # nobody recreated it yet: a -wal/-shm left here is the old file's
+            files.remove_side_files(self.path)
+        conn = self._open_file()
+        try:
+            with transaction(conn):
+                repair.copy_in(conn, contents)
+        finally:
+            close_quietly([conn])  # threads reconnect lazily (retire() moved the generation)
+        self._file_id = files.identity(self.path)
+        self._removed_seen = 0
+        logger.warning(
+            "outbox %s was deleted or replaced while in use; recreated it and moved %d pending "
+            "and %d dead-lettered events into it",
+            self.path,
+            len(contents.pending),
+            len(contents.dead),
+        )
+        return len(contents.pending) + len(contents.dead)
+
+    def after_fork_in_child(self) -> None:
+        """Nothing to do: connections reopen lazily (the registry moved the generation)."""
+
+    def close(self) -> None:
+        """Close this database's connections in this process; later calls raise OutboxError."""
+        self._closed = True
+        self._finalizer.detach()
+        CONNECTIONS.close_owner(self._serial)

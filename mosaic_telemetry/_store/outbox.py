@@ -1,0 +1,345 @@
+"""``SqliteOutbox``: the durable outbox every tracked event is written to before ``track()``.
+
+One class owns one SQLite file (WAL mode, format in :mod:`.schema`) that several threads and
+several processes may share. Its methods are thin: each takes a connection from its database
+(:class:`~.database.FileDatabase`) and runs the functions of :mod:`.queue`, :mod:`.leases`,
+:mod:`.state` and :mod:`.repair` inside one transaction. The same class over an in-memory
+database (:meth:`SqliteOutbox.in_memory`, :class:`~.memory.MemoryDatabase`) is the fallback
+when the file cannot be used at all: one implementation, no drift.
+
+Delivery flow: ``add()`` inserts a row; the worker ``claim()``-s a batch under a lease (owner
+token, host, pid, expiry), sends it, then ``ack()``-s (deletes) what the server took,
+``dead_letter()``-s what it rejected for its content, or ``release()``-s the rest for a later
+retry. A lease that is never acked expires, and a lease whose process died on this host is
+cleared at once by :meth:`SqliteOutbox.reclaim_orphaned_leases`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import socket
+import sqlite3
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
+
+from .._log import RateLimitedLogger
+from . import leases, queue, repair, state
+from .database import FileDatabase
+from .leases import ClaimedRow, LeaseOwner
+from .memory import MemoryDatabase
+from .schema import PROTECTED_META, SCHEMA_VERSION, SYNCHRONOUS
+
+__all__ = ["SqliteOutbox"]
+
+_eviction_log = RateLimitedLogger(60.0)
+
+
+class _Database(Protocol):
+    """What the outbox needs of its database (a file, or memory)."""
+
+    durable: bool
+    label: str
+    server_url: str
+
+    def read(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def write(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def add(self, row: tuple[str, str, float], max_pending: int) -> tuple[bool, int]: ...
+    def checkpoint(self) -> None: ...
+    def ensure_file(self) -> int: ...
+    def after_fork_in_child(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class SqliteOutbox:
+    """The durable outbox in one SQLite file, shared safely by threads and processes."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        durability: Literal["normal", "full"] = "normal",
+        max_pending: int = 1000,
+        server_url: str = "",
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+        add_busy_timeout_ms: int = 5,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        if durability not in SYNCHRONOUS:
+            raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+        self.path = None if path is None else pathlib.Path(os.fspath(path)).expanduser().absolute()
+        self._max_pending = max_pending
+        self._clock = clock
+        defaults = {
+            "schema_version": SCHEMA_VERSION,
+            "server_url": server_url,
+            "mode": "dry_run" if dry_run else "real",
+            "created_at": repr(float(clock())),
+        }
+        self._db: _Database
+        if self.path is None:
+            self._db = MemoryDatabase(defaults)
+        else:
+            self._db = FileDatabase(
+                self.path,
+                synchronous=SYNCHRONOUS[durability],
+                defaults=defaults,
+                clock=clock,
+                add_busy_timeout_ms=add_busy_timeout_ms,
+                busy_timeout_ms=busy_timeout_ms,
+            )
+        #: False for the memory fallback: nothing it holds survives the process.
+        self.durable = self._db.durable
+        #: The server the file was created for (the first writer's URL wins).
+        self.server_url = self._db.server_url
+        _OUTBOXES.add(self)
+
+    @classmethod
+    def in_memory(
+        cls,
+        *,
+        max_pending: int = 1000,
+        server_url: str = "",
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> SqliteOutbox:
+        """The bounded memory fallback: the same outbox on an in-memory database, not durable.
+
+        A forked child starts empty: the rows it inherits belong to the parent, which sends
+        them.
+        """
+        return cls(
+            None, max_pending=max_pending, server_url=server_url, dry_run=dry_run, clock=clock
+        )
+
+    def __repr__(self) -> str:
+        if self.path is None:
+            return "SqliteOutbox.in_memory()"
+        return f"SqliteOutbox({str(self.path)!r})"
+
+    # --- adding -------------------------------------------------------------------------------
+    def add(self, event_id: str, body: str) -> tuple[bool, int]:
+        """Insert one event (autocommit, short busy timeout); ``(inserted, evicted)``.
+
+        An existing ``event_id`` is a no-op ``(False, 0)``. Raises :class:`OutboxBusyError`
+        when another writer holds the lock longer than ``add_busy_timeout_ms``. Threads of
+        one process queue on a Python lock first, so only another process can cause that.
+        """
+        inserted, evicted = self._db.add((event_id, body, self._clock()), self._max_pending)
+        self._log_eviction(evicted)
+        return inserted, evicted
+
+    def add_many(self, items: Sequence[tuple[str, str]]) -> tuple[int, int]:
+        """Insert events in one transaction with the patient timeout; ``(inserted, evicted)``."""
+        if not items:
+            return 0, 0
+        now = self._clock()
+        with self._db.write("add_many") as conn:
+            inserted = queue.insert_many(conn, items, now)
+            evicted = queue.evict(conn, self._max_pending)
+        self._log_eviction(evicted)
+        return inserted, evicted
+
+    def _log_eviction(self, evicted: int, what: str = "oldest") -> None:
+        if evicted:
+            _eviction_log.warning(
+                f"evicted:{self._db.label}:{'' if self.durable else id(self)}",
+                "outbox %s is full (max_pending=%d): evicted the %d %s event(s)",
+                self._db.label,
+                self._max_pending,
+                evicted,
+                what,
+            )
+
+    # --- leases -----------------------------------------------------------------------------
+    def claim(self, owner: LeaseOwner, limit: int, lease_seconds: float) -> list[ClaimedRow]:
+        """Lease up to ``limit`` eligible rows, oldest first, to ``owner``."""
+        if limit <= 0:
+            return []
+        now = self._clock()
+        with self._db.write("claim") as conn:
+            return leases.claim(conn, owner, limit, now + lease_seconds, now)
+
+    def renew(self, owner: LeaseOwner, row_ids: Sequence[int], lease_seconds: float) -> list[int]:
+        """Extend the leases ``owner`` still holds; returns those row ids."""
+        if not row_ids:
+            return []
+        with self._db.write("renew") as conn:
+            return leases.renew(conn, owner, row_ids, self._clock() + lease_seconds)
+
+    def release(
+        self, owner: LeaseOwner, row_ids: Sequence[int], *, retry_at: float | None = None
+    ) -> None:
+        """Clear the leases ``owner`` still holds; with ``retry_at``, not claimable before it."""
+        if not row_ids:
+            return
+        with self._db.write("release") as conn:
+            leases.release(conn, owner, row_ids, retry_at)
+
+    def ack(
+        self,
+        delivered: Sequence[int],
+        duplicates: Sequence[int] = (),
+        *,
+        dry_run: Sequence[int] = (),
+    ) -> None:
+        """Delete rows the server has (or a dry run did not send) and count them."""
+        if not delivered and not duplicates and not dry_run:
+            return
+        with self._db.write("ack") as conn:
+            queue.ack(conn, delivered, duplicates, dry_run)
+
+    def dead_letter(self, rows: Sequence[tuple[int, str, int | None]]) -> int:
+        """Move rows to ``dead`` with their reason and HTTP status; returns how many moved.
+
+        The dead table keeps at most ``max_pending`` rows: older ones are evicted and counted.
+        """
+        if not rows:
+            return 0
+        with self._db.write("dead_letter") as conn:
+            moved = queue.dead_letter(conn, rows, self._clock())
+            evicted = queue.evict_dead(conn, self._max_pending)
+        self._log_eviction(evicted, "oldest dead-lettered")
+        return moved
+
+    def reclaim_orphaned_leases(self, is_alive: Callable[[int], bool] | None = None) -> int:
+        """Clear leases held by dead processes of this host; returns how many rows."""
+        host = socket.gethostname()
+        with self._db.read("reclaim_orphaned_leases") as conn:
+            held = leases.host_leases(conn, host)
+        orphans = leases.orphaned_tokens(held, is_alive or leases.pid_is_alive)
+        if not orphans:
+            return 0
+        with self._db.write("reclaim_orphaned_leases") as conn:
+            return leases.clear_leases(conn, host, orphans)
+
+    # --- state --------------------------------------------------------------------------------
+    def pending_count(self) -> int:
+        """Rows waiting for delivery, leased or not (O(1): highest id - removed_count)."""
+        with self._db.read("pending_count") as conn:
+            return state.pending_count(conn)
+
+    def leased_count(self) -> int:
+        """Rows under a lease that has not expired."""
+        with self._db.read("leased_count") as conn:
+            return state.leased_count(conn, self._clock())
+
+    def dead_count(self) -> int:
+        """Rows in the dead-letter table."""
+        with self._db.read("dead_count") as conn:
+            return state.dead_count(conn)
+
+    def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest waiting row was tracked, or None when there is none."""
+        with self._db.read("oldest_pending_age") as conn:
+            oldest = state.oldest_enqueued_at(conn)
+        return None if oldest is None else max(0.0, self._clock() - oldest)
+
+    def counters(self) -> dict[str, int]:
+        """The persisted counters (at least :data:`~.schema.COUNTER_NAMES`)."""
+        with self._db.read("counters") as conn:
+            return state.counters(conn)
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the persisted counter ``name``."""
+        queue.check_counter_name(name)
+        with self._db.write("bump") as conn:
+            queue.bump(conn, name, n)
+
+    def get_not_before(self) -> float:
+        """The shared pause: no sending before this epoch second (0 when none)."""
+        value = self.get_meta("not_before")
+        try:
+            return float(value) if value is not None else 0.0
+        except ValueError:
+            return 0.0
+
+    def set_not_before(self, when: float) -> None:
+        """Pause sending for every process sharing the file until ``when``."""
+        self.set_meta("not_before", repr(float(when)))
+
+    def get_meta(self, key: str) -> str | None:
+        """One value of the ``meta`` table."""
+        with self._db.read("get_meta") as conn:
+            return state.get_meta(conn, key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one value of the ``meta`` table (the identity keys cannot be changed)."""
+        if key in PROTECTED_META:
+            raise ValueError(f"meta key {key!r} is managed by the outbox itself")
+        with self._db.write("set_meta") as conn:
+            state.set_meta(conn, key, value)
+
+    # --- the file -------------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without waiting for anyone (PASSIVE)."""
+        self._db.checkpoint()
+
+    def ensure_file(self) -> int:
+        """Recreate the file if it was deleted or replaced while open; returns the rows moved.
+
+        Without this, every write after an ``rm`` of the file (a tmp cleaner, a user freeing
+        space) went into the unlinked inode and was lost when the process ended. The worker
+        calls it once a cycle: what was written in between is still readable through the old
+        connection and moves into the new file, so nothing already tracked is lost.
+        """
+        return self._db.ensure_file()
+
+    # --- predictions cache ----------------------------------------------------------------------
+    def save_prediction(self, key: str, body: str, fetched_at: float) -> None:
+        """Store one prediction reply (JSON text) under its query key."""
+        with self._db.write("save_prediction") as conn:
+            state.save_prediction(conn, key, body, fetched_at)
+
+    def load_predictions(self) -> list[tuple[str, str, float]]:
+        """Every stored prediction as ``(key, body, fetched_at)``."""
+        with self._db.read("load_predictions") as conn:
+            return state.load_predictions(conn)
+
+    # --- inspection and repair ------------------------------------------------------------------
+    def list_rows(self, *, dead: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows of ``events`` (or ``dead``) oldest first, as dicts keyed by column name."""
+        with self._db.read("list_rows") as conn:
+            return state.list_rows(conn, dead=dead, limit=limit)
+
+    def get_row(self, event_id: str) -> dict[str, Any] | None:
+        """One event by id, pending or dead, with ``state`` set to "pending" or "dead"."""
+        with self._db.read("get_row") as conn:
+            found = state.get_row(conn, event_id)
+        if found is None:
+            return None
+        table, row = found
+        return {**row, "state": "dead" if table == "dead" else "pending"}
+
+    def requeue(self, event_ids: Sequence[str] | None = None) -> int:
+        """Move dead rows (all, or these event ids) back to pending with attempts reset."""
+        with self._db.write("requeue") as conn:
+            return repair.requeue(conn, event_ids, self._clock())
+
+    def purge(self, *, dead_only: bool) -> int:
+        """Delete every dead row (and every pending row unless ``dead_only``); returns count."""
+        with self._db.write("purge") as conn:
+            return repair.purge(conn, dead_only=dead_only)
+
+    def close(self) -> None:
+        """Close this outbox's connections in this process; later calls raise OutboxError."""
+        self._db.close()
+
+
+#: Every outbox of this process, for the after-fork hook (a memory outbox starts empty).
+_OUTBOXES: weakref.WeakSet[SqliteOutbox] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for outbox in list(_OUTBOXES):
+        outbox._db.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,144 @@
+"""Reading the outbox's state: counts, counters, meta, rows and predictions.
+
+Functions of a connection, shared by the writer (:class:`~.outbox.SqliteOutbox`) and the
+read-only reader (:class:`~.reader.OutboxReader`), so each query exists once. The pending
+count is O(1) (``highest id - removed_count``, see :mod:`.schema`), never ``COUNT(*)``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Final
+
+from .schema import (
+    COUNTER_NAMES,
+    COUNTER_PREFIX,
+    SQL_DEAD_COUNT,
+    SQL_GET_DEAD,
+    SQL_GET_EVENT,
+    SQL_LEASED,
+    SQL_LIST_DEAD,
+    SQL_LIST_EVENTS,
+    SQL_META,
+    SQL_OLDEST,
+    SQL_PENDING,
+)
+
+__all__ = [
+    "counters",
+    "counters_of",
+    "dead_count",
+    "get_meta",
+    "get_row",
+    "leased_count",
+    "list_rows",
+    "load_predictions",
+    "meta",
+    "oldest_enqueued_at",
+    "pending_count",
+    "rows_as_dicts",
+    "save_prediction",
+    "set_meta",
+]
+
+SQL_COUNTERS: Final = (
+    "SELECT substr(key, 9), value FROM meta WHERE key LIKE 'counter\\_%' ESCAPE '\\'"
+)
+
+
+def rows_as_dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """The cursor's rows as dicts keyed by column name."""
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    """Rows waiting for delivery, leased or not (O(1): highest id - removed_count)."""
+    row = conn.execute(SQL_PENDING).fetchone()
+    return int(row[0]) if row else 0
+
+
+def leased_count(conn: sqlite3.Connection, now: float) -> int:
+    """Rows under a lease that has not expired (by the partial index of leased rows)."""
+    return int(conn.execute(SQL_LEASED, (now,)).fetchone()[0])
+
+
+def dead_count(conn: sqlite3.Connection) -> int:
+    """Rows in the dead-letter table."""
+    return int(conn.execute(SQL_DEAD_COUNT).fetchone()[0])
+
+
+def oldest_enqueued_at(conn: sqlite3.Connection) -> float | None:
+    """When the oldest waiting row was tracked (epoch seconds), or None when there is none."""
+    row = conn.execute(SQL_OLDEST).fetchone()
+    return None if row is None else float(row[0])
+
+
+def counters(conn: sqlite3.Connection) -> dict[str, int]:
+    """The persisted counters (at least :data:`~.schema.COUNTER_NAMES`)."""
+    result = dict.fromkeys(COUNTER_NAMES, 0)
+    for name, value in conn.execute(SQL_COUNTERS).fetchall():
+        try:
+            result[str(name)] = int(value)
+        except ValueError:
+            continue
+    return result
+
+
+def counters_of(meta_values: dict[str, str]) -> dict[str, int]:
+    """The counters among already-read meta values."""
+    result = dict.fromkeys(COUNTER_NAMES, 0)
+    for key, value in meta_values.items():
+        if key.startswith(COUNTER_PREFIX):
+            try:
+                result[key[len(COUNTER_PREFIX) :]] = int(value)
+            except ValueError:
+                continue
+    return result
+
+
+def meta(conn: sqlite3.Connection) -> dict[str, str]:
+    """The whole ``meta`` table."""
+    return {str(k): str(v) for k, v in conn.execute(SQL_META)}
+
+
+def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    """One value of the ``meta`` table."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Set one value of the ``meta`` table."""
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def list_rows(
+    conn: sqlite3.Connection, *, dead: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Rows of ``events`` (or ``dead``) oldest first, as dicts keyed by column name."""
+    sql = SQL_LIST_DEAD if dead else SQL_LIST_EVENTS
+    return rows_as_dicts(conn.execute(sql, (-1 if limit is None else limit,)))
+
+
+def get_row(conn: sqlite3.Connection, event_id: str) -> tuple[str, dict[str, Any]] | None:
+    """``("events" | "dead", row)`` for one event id, or None."""
+    for table, sql in (("events", SQL_GET_EVENT), ("dead", SQL_GET_DEAD)):
+        rows = rows_as_dicts(conn.execute(sql, (event_id,)))
+        if rows:
+            return table, rows[0]
+    return None
+
+
+def save_prediction(conn: sqlite3.Connection, key: str, body: str, fetched_at: float) -> None:
+    """Store one prediction reply (JSON text) under its query key."""
+    conn.execute(
+        "INSERT OR REPLACE INTO predictions (key, body, fetched_at) VALUES (?, ?, ?)",
+        (key, body, fetched_at),
+    )
+
+
+def load_predictions(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+    """Every stored prediction as ``(key, body, fetched_at)``."""
+    rows = conn.execute("SELECT key, body, fetched_at FROM predictions ORDER BY key")
+    return [(str(k), str(b), float(f)) for k, b, f in rows.fetchall()]
