@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from mosaic_telemetry import testing
+from mosaic_telemetry._delivery import seam
 from mosaic_telemetry.testing import (
     FakeTelemetryServer,
     fake_telemetry_server,  # noqa: F401 - the plugin's fixture, used by a test below
@@ -23,18 +24,25 @@ pytest_plugins = ["pytester"]
 
 PUBLIC = {
     "FakeTelemetryServer",
+    "MockTransport",
     "RecordedRequest",
     "ScriptedReply",
+    "TransportRequest",
+    "TransportResponse",
     "example_event_builder",
     "fake_telemetry_server",
 }
 
 
 def test_all_is_the_public_surface() -> None:
-    """__all__ names exactly the documented helpers, each one defined."""
+    """__all__ names exactly the documented helpers, each defined, the seam types re-exported."""
     assert set(testing.__all__) == PUBLIC
     exposed = {name for name in vars(testing) if not name.startswith("_")}
     assert set(testing.__all__) <= exposed
+    assert (testing.TransportRequest, testing.TransportResponse) == (
+        seam.TransportRequest,
+        seam.TransportResponse,
+    )
 
 
 def test_example_event_builder_builds_a_fresh_valid_event() -> None:

@@ -1,4 +1,4 @@
-"""Test helpers for code that uses the SDK: a fake Telemetry API v1 server on a real socket.
+"""Test helpers for code that uses the SDK: a fake API v1 server on a real socket, a mock transport.
 
 ``FakeTelemetryServer`` speaks ``wire-v1.md`` over real sockets on 127.0.0.1, so the whole SDK
 (outbox, worker, retries, gzip, keep-alive) is exercised exactly as in production. It judges
@@ -17,6 +17,9 @@ constants or validation with the SDK, so it catches SDK bugs), stores valid even
             assert server.wait_for_events(3)
             assert server.duplicates_received == 0
 
+``MockTransport`` replaces the HTTP stack instead (``TelemetryClient(config,
+transport=MockTransport(handler))``): no socket, no real waiting; see ``testing.mock``.
+
 With pytest, enable the plugin once (``pytest_plugins = ["mosaic_telemetry.testing"]`` in
 your root ``conftest.py``) and ask for the ``fake_telemetry_server`` fixture: a started server,
 stopped after the test. pytest is optional: the fixture exists only when pytest is installed.
@@ -26,14 +29,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from .._delivery.seam import TransportRequest, TransportResponse
 from .example import example_event_builder
+from .mock import MockTransport
 from .replies import RecordedRequest, ScriptedReply
 from .server import FakeTelemetryServer
 
 __all__ = [
     "FakeTelemetryServer",
+    "MockTransport",
     "RecordedRequest",
     "ScriptedReply",
+    "TransportRequest",
+    "TransportResponse",
     "example_event_builder",
 ]
 
