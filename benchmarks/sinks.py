@@ -61,14 +61,9 @@ class _PeerServer(ThreadingHTTPServer):
 
 def main(kind: str) -> None:
     if kind == "fake":
-        from mosaic_telemetry import testing
         from mosaic_telemetry.testing import FakeTelemetryServer
 
-        # http.server writes the headers and the body of a reply in two sends; without
-        # TCP_NODELAY the body waits for the client's delayed ACK, 40 ms per request on Linux
-        # loopback, which would cap any client at ~25 requests/s. Real servers set it.
-        testing._Handler.disable_nagle_algorithm = True
-        fake = FakeTelemetryServer().start()
+        fake = FakeTelemetryServer().start()  # replies with TCP_NODELAY, like real servers
         url = fake.url
 
         def count() -> int:

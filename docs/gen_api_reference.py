@@ -68,7 +68,15 @@ SECTIONS = [
     ),
     ("Version", ["__version__"]),
 ]
-TESTING = ["FakeTelemetryServer", "ScriptedReply", "RecordedRequest", "example_event_builder"]
+TESTING = [
+    "FakeTelemetryServer",
+    "ScriptedReply",
+    "RecordedRequest",
+    "MockTransport",
+    "TransportRequest",
+    "TransportResponse",
+    "example_event_builder",
+]
 
 
 def _doc(obj: Any) -> str:

@@ -38,7 +38,8 @@ from mosaic_telemetry import (
 )
 from mosaic_telemetry._models import EVENT_FIELDS
 from mosaic_telemetry._wire.events import event_from_dict, event_to_dict, event_to_json
-from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply, _event_problems
+from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply
+from mosaic_telemetry.testing.oracle import event_problems
 
 from ..helpers import full_builder, make_event, make_events
 from .conftest import dead_ids, wait_until
@@ -103,7 +104,7 @@ def _fields_named(error: EventValidationError) -> set[str]:
 def _check_sendable(event: TaskCompletionEvent) -> None:
     """A built event serialises to UTF-8 JSON that the server's own validator accepts."""
     wire = json.loads(event_to_json(event).encode("utf-8"))
-    assert _event_problems(wire) == []
+    assert event_problems(wire) == []
     assert event_from_dict(wire) == event
 
 

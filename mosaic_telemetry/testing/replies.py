@@ -1,0 +1,95 @@
+"""The records a test exchanges with the fake server: scripted replies in, recorded requests out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import attrs
+
+from . import oracle
+
+__all__ = ["RecordedRequest", "ScriptedReply", "scripted_body", "stores_events"]
+
+
+def _copy_mapping(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class ScriptedReply:
+    """One scripted answer to the next request of an endpoint (see ``FakeTelemetryServer.script``).
+
+    ``body=None`` means the normal body for ``status``: for a 2xx the real verdicts (and the
+    events are stored as usual), for 422 the real validation errors, else ``{"detail": ...}``.
+    ``store=True`` also stores the events for a non-2xx reply, a custom body, ``drop`` or
+    ``hang`` (the server kept them, the reply was lost). Processing and recording happen
+    before ``delay``/``drop``/``hang``. ``cut_after=N`` sends only the first N bytes of the
+    reply (status line, headers, body) and then resets the connection: a reset mid-response.
+    """
+
+    status: int = attrs.field(
+        default=202,
+        validator=[attrs.validators.instance_of(int), attrs.validators.in_(range(200, 600))],
+    )
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_copy_mapping)
+    body: bytes | str | Mapping[str, Any] | list[Any] | None = None
+    delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
+    drop: bool = False
+    hang: bool = False
+    store: bool = False
+    cut_after: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.drop and self.hang:
+            raise ValueError("ScriptedReply: drop and hang exclude each other")
+        if self.cut_after is not None and (self.drop or self.hang):
+            raise ValueError("ScriptedReply: cut_after excludes drop and hang")
+
+
+@attrs.frozen
+class RecordedRequest:
+    """One request the server received, with what it answered.
+
+    ``headers`` look up case-insensitively; ``body`` is decompressed (``b""`` when it was
+    refused for its size); ``json`` is None unless the body is JSON; ``status`` is 0 when the
+    connection was dropped or left hanging; ``at`` is ``time.monotonic()`` on arrival.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    json: Any
+    status: int
+    at: float
+
+
+def _is_2xx(status: int) -> bool:
+    return 200 <= status < 300
+
+
+def stores_events(script: ScriptedReply | None) -> bool:
+    """Whether a request answered by ``script`` (None: normally) stores its valid events."""
+    if script is None or script.store:
+        return True
+    unanswered = script.drop or script.hang or script.cut_after is not None
+    return _is_2xx(script.status) and script.body is None and not unanswered
+
+
+def scripted_body(script: ScriptedReply, normal: oracle.Reply, path: str) -> Any:
+    """The body ``script`` sends, given the reply the server would have sent for ``path``."""
+    if script.body is not None:
+        return script.body
+    if _is_2xx(script.status):
+        return normal.body if _is_2xx(normal.status) else oracle.empty_verdicts(path)
+    if script.status == 422 and path == oracle.EVENTS_PATH:
+        return {"detail": normal.invalid}
+    try:
+        phrase = HTTPStatus(script.status).phrase
+    except ValueError:
+        phrase = f"HTTP {script.status}"
+    return {"detail": f"{phrase} (scripted)"}

@@ -1,0 +1,74 @@
+"""Tests of mosaic_telemetry.testing.replies: what a scripted reply sends and stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from mosaic_telemetry.testing import ScriptedReply, oracle
+from mosaic_telemetry.testing.replies import scripted_body, stores_events
+
+VERDICTS = oracle.Reply(202, {"accepted": 1, "rejected": 0, "results": ["..."]})
+INVALID = [{"loc": ["body", "events", 0, "model"], "msg": "bad", "type": "value_error"}]
+
+
+def test_contradictions_and_impossible_values_are_refused() -> None:
+    """drop+hang, cut_after with drop or hang, a status outside 200..599, a negative delay fail."""
+    with pytest.raises(ValueError, match="drop and hang"):
+        ScriptedReply(drop=True, hang=True)
+    with pytest.raises(ValueError, match="cut_after"):
+        ScriptedReply(cut_after=3, hang=True)
+    with pytest.raises(ValueError, match="status"):
+        ScriptedReply(status=99)
+    with pytest.raises(ValueError, match="delay"):
+        ScriptedReply(delay=-1)
+
+
+def test_headers_are_copied() -> None:
+    """A later change to the caller's headers dict does not change the scripted reply."""
+    headers = {"Retry-After": "1"}
+    reply = ScriptedReply(status=429, headers=headers)
+    headers["Retry-After"] = "99"
+
+    assert reply.headers == {"Retry-After": "1"}
+
+
+@pytest.mark.parametrize(
+    ("script", "stores"),
+    [
+        (None, True),
+        (ScriptedReply(), True),
+        (ScriptedReply(status=200, headers={"X": "y"}), True),
+        (ScriptedReply(status=500), False),
+        (ScriptedReply(status=500, store=True), True),
+        (ScriptedReply(status=202, body={"accepted": 1}), False),
+        (ScriptedReply(drop=True), False),
+        (ScriptedReply(hang=True, store=True), True),
+        (ScriptedReply(cut_after=10), False),
+        (ScriptedReply(delay=5.0), True),
+    ],
+)
+def test_which_replies_store_the_events(script: ScriptedReply | None, stores: bool) -> None:
+    """Only a normal 2xx stores, unless store=True; a custom body or a lost reply does not."""
+    assert stores_events(script) is stores
+
+
+def test_scripted_bodies() -> None:
+    """A custom body wins; a 2xx reuses the real verdicts; 422 the real errors; else a detail."""
+    path = oracle.EVENTS_PATH
+    refused = oracle.Reply(401, {"detail": "no key"}, INVALID)
+
+    assert scripted_body(ScriptedReply(body=b"raw"), VERDICTS, path) == b"raw"
+    assert scripted_body(ScriptedReply(status=200), VERDICTS, path) == VERDICTS.body
+    assert scripted_body(ScriptedReply(status=200), refused, path) == oracle.empty_verdicts(path)
+    assert scripted_body(ScriptedReply(status=422), refused, path) == {"detail": INVALID}
+    assert scripted_body(ScriptedReply(status=429), VERDICTS, path) == {
+        "detail": "Too Many Requests (scripted)"
+    }
+    assert scripted_body(ScriptedReply(status=599), VERDICTS, path) == {
+        "detail": "HTTP 599 (scripted)"
+    }
+    predictions = oracle.PREDICTIONS_PATH
+    assert scripted_body(ScriptedReply(status=422), refused, predictions) != {"detail": INVALID}
+    assert scripted_body(ScriptedReply(status=503), refused, predictions) == {
+        "detail": "Service Unavailable (scripted)"
+    }
