@@ -467,18 +467,25 @@ class TelemetryClient:
         """The cached prediction for ``query``, or None (absent or older than the TTL)."""
         return self._predictions.get(query)
 
-    def refresh_predictions_sync(self, queries: Sequence[PredictionQuery]) -> None:
-        """Fetch predictions for ``queries`` into the cache; trouble is logged, never raised."""
+    def refresh_predictions_sync(self, queries: Sequence[PredictionQuery]) -> int:
+        """Fetch predictions for ``queries`` into the cache; trouble is logged, never raised.
+
+        Returns how many answers the server gave and the cache now holds fresh (0 when the
+        server could not be asked or did not answer, disabled and dry-run included).
+        """
         try:
             if not self._enabled or self._config.dry_run:
-                return
-            self._predictions.refresh(list(queries), self._post_predictions)
+                return 0
+            return self._predictions.refresh(list(queries), self._post_predictions)
         except Exception as exc:
             self._log.error("predictions", "prediction refresh failed: %r", exc)
+            return 0
 
-    async def refresh_predictions(self, queries: Sequence[PredictionQuery]) -> None:
+    async def refresh_predictions(self, queries: Sequence[PredictionQuery]) -> int:
         """``refresh_predictions_sync`` in the default executor: the event loop never blocks."""
-        await _to_thread(self.refresh_predictions_sync, queries)
+        import asyncio
+
+        return await asyncio.to_thread(self.refresh_predictions_sync, queries)
 
     def _post_predictions(self, queries: Sequence[PredictionQuery]) -> list[Any]:
         with self._prediction_lock:

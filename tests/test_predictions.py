@@ -267,6 +267,23 @@ def test_dry_run_and_disabled_make_no_prediction_requests(
     assert seeded.requests == []
 
 
+def test_refresh_returns_how_many_fresh_answers_it_cached(
+    seeded: FakeTelemetryServer, make_config: Config, clients: list[TelemetryClient]
+) -> None:
+    """refresh_predictions(_sync) return the answers cached now: 0 on failure, dry run, disabled."""
+    client = TelemetryClient(make_config())
+    clients.append(client)
+    assert client.refresh_predictions_sync([QUERY, query_n(1), QUERY]) == 2
+    seeded.script_predictions(ScriptedReply(status=500))
+    assert client.refresh_predictions_sync([QUERY]) == 0
+    assert client.get_prediction(QUERY) is not None  # the earlier answer is kept
+    assert asyncio.run(client.refresh_predictions([QUERY])) == 1
+    for config in (make_config(dry_run=True), make_config(enabled=False)):
+        quiet = TelemetryClient(config)
+        clients.append(quiet)
+        assert quiet.refresh_predictions_sync([QUERY]) == 0
+
+
 def test_query_accepts_wire_strings_and_is_hashable() -> None:
     """PredictionQuery turns strings into enums and works as a dict key."""
     query = PredictionQuery(

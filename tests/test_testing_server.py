@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import requests
-from mosaic_telemetry._wire.events import event_to_dict
 
 from mosaic_telemetry import _enums
 from mosaic_telemetry._models import PredictionQuery, TaskCompletionEvent
+from mosaic_telemetry._wire.events import event_to_dict
 from mosaic_telemetry.testing import FakeTelemetryServer, RecordedRequest, ScriptedReply
 
 from .fake_wire import (

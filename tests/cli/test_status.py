@@ -1,0 +1,187 @@
+"""``status``: counts, ages, identity; read-only while agents write the same file."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mosaic_telemetry import TelemetryClient
+from mosaic_telemetry._store import LeaseOwner, OutboxReader, SqliteOutbox
+from mosaic_telemetry.testing import FakeTelemetryServer
+
+from ..helpers import make_events
+from .conftest import HOUR_AGO
+from .support import run
+
+
+def test_status_json_has_the_documented_keys(
+    filled: dict[str, Any], server: FakeTelemetryServer
+) -> None:
+    """status --json is one object with counts, age, path, identity and persisted counters."""
+    code, text = run("status", "--json", "--outbox", str(filled["path"]))
+    assert code == 0
+    data = json.loads(text)
+    assert data["pending"] == 4
+    assert data["dead"] == 1
+    assert data["leased"] == 0
+    assert data["path"] == str(filled["path"])
+    assert data["oldest_pending_age_seconds"] >= HOUR_AGO  # tracked an hour ago
+    assert data["schema_version"] == "1"
+    assert data["server_url"] == server.url
+    assert data["mode"] == "real"
+    assert data["counters"]["dead"] == 1
+    assert data["size_bytes"] > 0 and data["wal_bytes"] is None
+    assert data["not_before"] is None and data["last_error"] is None
+
+
+def test_status_text_names_every_figure(
+    filled: dict[str, Any], server: FakeTelemetryServer
+) -> None:
+    """status prints one labelled line per figure, including the server it belongs to."""
+    code, text = run("status", "--outbox", str(filled["path"]))
+    assert code == 0
+    labels = [line.split()[0] for line in text.splitlines()]
+    assert labels == [
+        "outbox",
+        "size",
+        "schema",
+        "server",
+        "pending",
+        "dead",
+        "not",
+        "last",
+        "counters",
+    ]
+    assert f"server      {server.url}" in text
+    assert re.search(r"^pending     4 \(oldest tracked 1 h \d+ min ago\)", text, re.M), text
+    assert "dead        1" in text
+
+
+def test_status_reads_the_env_outbox_by_default(filled: dict[str, Any], env: Path) -> None:
+    """Without --outbox, status reads the file the MOSAIC_TELEMETRY_* settings resolve to."""
+    code, text = run("status", "--json")
+    assert code == 0
+    assert json.loads(text)["path"] == str(env)
+
+
+def test_status_shows_leases_and_a_rate_limit_pause(filled: dict[str, Any]) -> None:
+    """A live lease counts as leased, and a future not_before is shown as a pause."""
+    outbox = SqliteOutbox(filled["path"])
+    outbox.claim(LeaseOwner.for_this_process(), 2, 60.0)
+    outbox.set_not_before(time.time() + 600)
+    try:
+        data = json.loads(run("status", "--json", "--outbox", str(filled["path"]))[1])
+        rows = json.loads(run("outbox", "list", "--json", "--outbox", str(filled["path"]))[1])
+        text = run("status", "--outbox", str(filled["path"]))[1]
+    finally:
+        outbox.close()
+    assert data["leased"] == 2
+    assert data["not_before"] is not None
+    assert [r["state"] for r in rows] == ["leased", "leased", "pending", "pending"]
+    assert "sending paused" in text
+
+
+def test_reader_opens_read_only_with_a_uri(
+    filled: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection the reader opens is a mode=ro URI."""
+    seen: list[tuple[Any, ...]] = []
+    real_connect = sqlite3.connect
+
+    def spy(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        seen.append((args, kwargs))
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", spy)
+    assert run("status", "--outbox", str(filled["path"]))[0] == 0
+    assert seen
+    assert all(kw.get("uri") is True and "mode=ro" in args[0] for args, kw in seen)
+
+
+def test_a_writer_appearing_during_an_unlocked_read_means_reading_again(
+    filled: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If side files appear while the immutable read runs, the reader reads again under locks."""
+    answers = iter([True, False, False])
+    monkeypatch.setattr(OutboxReader, "_quiet", lambda self: next(answers))
+    uris: list[str] = []
+    real_connect = sqlite3.connect
+
+    def spy(database: str, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        uris.append(database)
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", spy)
+    assert OutboxReader(filled["path"]).status().pending == 4
+    assert [u.rsplit("?", 1)[1] for u in uris] == ["mode=ro&immutable=1", "mode=ro"]
+
+
+def test_status_while_another_process_holds_a_write_transaction(filled: dict[str, Any]) -> None:
+    """A writer holding an open write transaction neither blocks status nor leaks its rows."""
+    outbox = SqliteOutbox(filled["path"])  # puts the file in use (WAL), as a running agent does
+    script = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "conn.execute('BEGIN IMMEDIATE')\n"
+        "conn.execute(\"INSERT INTO events (event_id, body, enqueued_at) VALUES ('x', '{}', 1)\")\n"
+        "print('holding', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "conn.execute('COMMIT')\n"
+        "print('committed', flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(filled["path"])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline() == "holding\n"
+        code, text = run("status", "--json", "--outbox", str(filled["path"]))
+        assert code == 0 and json.loads(text)["pending"] == 4  # the uncommitted row is unseen
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "committed\n"
+        assert (
+            json.loads(run("status", "--json", "--outbox", str(filled["path"]))[1])["pending"] == 5
+        )
+    finally:
+        child.kill()
+        child.wait()
+        outbox.close()
+
+
+def test_status_while_a_client_tracks_into_the_same_file(
+    make_config: Any, clients: list[TelemetryClient]
+) -> None:
+    """status runs again and again while a client writes the same file, and sees its progress."""
+    client = TelemetryClient(make_config())
+    clients.append(client)
+    path = str(client.stats()["outbox_path"])
+    done = threading.Event()
+
+    def track() -> None:
+        for event in make_events(150):
+            client.track(event)
+        done.set()
+
+    writer = threading.Thread(target=track)
+    writer.start()
+    seen = []
+    while not done.is_set() or not seen:
+        code, text = run("status", "--json", "--outbox", path)
+        assert code == 0
+        seen.append(json.loads(text)["pending"])
+    writer.join()
+    seen.append(json.loads(run("status", "--json", "--outbox", path)[1])["pending"])
+    assert seen == sorted(seen) and seen[-1] == 150
