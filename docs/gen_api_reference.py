@@ -31,6 +31,7 @@ docstrings by `python docs/gen_api_reference.py`; a test keeps them in step.
 SECTIONS = [
     ("Client and configuration", ["TelemetryClient", "TelemetryConfig", "FlushResult"]),
     ("Events", ["EventBuilder", "TaskCompletionEvent"]),
+    ("Transport seam", ["Transport", "TransportRequest", "TransportResponse"]),
     (
         "Predictions",
         [

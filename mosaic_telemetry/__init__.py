@@ -2,18 +2,18 @@
 
 Every tracked event is written to a SQLite outbox before ``track()`` returns; one worker
 thread per process delivers the outbox to the Mosaic Telemetry API v1. Importing this package
-loads neither ``requests`` nor ``cattrs``: the HTTP stack is loaded by the worker.
+loads neither ``requests``, ``cattrs`` nor ``tenacity``: they are loaded by the first client
+that starts (never on the worker thread itself).
 
 This module is the one public door; everything else lives in private ``_modules``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._builder import EventBuilder
 from ._client import TelemetryClient
 from ._config import TelemetryConfig
+from ._delivery.seam import Transport, TransportRequest, TransportResponse
 from ._delivery.stats import FlushResult
 from ._enums import (
     Complexity,
@@ -68,12 +68,15 @@ __all__ = [
     "TelemetryConfig",
     "TelemetryError",
     "TokenDistribution",
+    "Transport",
     "TransportError",
+    "TransportRequest",
+    "TransportResponse",
     "__version__",
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
     # The version is read from package metadata on first use: importlib.metadata is slow to load.
     if name == "__version__":
         from ._version import get_version

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
+
+import pytest
 
 import mosaic_telemetry
 
@@ -33,17 +36,35 @@ PUBLIC = {
     "TelemetryConfig",
     "TelemetryError",
     "TokenDistribution",
+    "Transport",
     "TransportError",
+    "TransportRequest",
+    "TransportResponse",
     "__version__",
 }
 
 
-def test_all_is_exactly_the_public_surface() -> None:
-    """__all__ lists the public names, sorted, and each one resolves."""
+def test_all_is_exactly_the_documented_surface() -> None:
+    """__all__ lists the documented public names (sdk.md), sorted."""
     assert set(mosaic_telemetry.__all__) == PUBLIC
     assert mosaic_telemetry.__all__ == sorted(mosaic_telemetry.__all__)
-    for name in mosaic_telemetry.__all__:
-        assert getattr(mosaic_telemetry, name) is not None
+
+
+def test_all_is_exactly_what_the_module_exposes() -> None:
+    """Every public-looking attribute of the package is in __all__, and nothing else leaks."""
+    exposed = {
+        name
+        for name, value in vars(mosaic_telemetry).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert exposed | {"__version__"} == set(mosaic_telemetry.__all__)
+
+
+def test_version_is_resolved_lazily() -> None:
+    """``__version__`` is computed on first access, and unknown names raise AttributeError."""
+    assert isinstance(mosaic_telemetry.__version__, str)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        mosaic_telemetry.no_such_name  # noqa: B018
 
 
 def test_version() -> None:
