@@ -8,8 +8,6 @@ that starts (never on the worker thread itself).
 This module is the one public door; everything else lives in private ``_modules``.
 """
 
-from __future__ import annotations
-
 from ._builder import EventBuilder
 from ._client import TelemetryClient
 from ._config import TelemetryConfig
