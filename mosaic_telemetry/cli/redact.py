@@ -24,7 +24,6 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Final, TextIO
 
-from .._config import ENV_PREFIX
 from .._secrets import REDACTED, looks_like_key
 from .._secrets import redact as redact_key_like
 
@@ -32,6 +31,9 @@ __all__ = ["REDACTED", "RedactingStream", "Redactor", "secrets_from_env"]
 
 #: Shorter values are not treated as secrets: hiding them would garble ordinary text.
 MIN_SECRET_CHARS: Final = 8
+#: ``_config.ENV_PREFIX`` (a test holds them equal): importing ``_config`` here would load attrs
+#: for every command, ``--help`` included.
+ENV_PREFIX: Final = "MOSAIC_TELEMETRY_"
 _API_KEY_VAR: Final = ENV_PREFIX + "API_KEY"
 #: A run of hex digits sharing this many in a row with a secret is hidden too: a key cut
 #: short, as in ``f"{key!r:.60}"`` (an event id's longest run of hex digits is 12).

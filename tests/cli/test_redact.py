@@ -16,6 +16,7 @@ import pytest
 
 from mosaic_telemetry._store import LeaseOwner, OutboxReader, SqliteOutbox
 from mosaic_telemetry._wire.events import event_to_json
+from mosaic_telemetry.cli import redact
 from mosaic_telemetry.cli.redact import REDACTED, RedactingStream, Redactor, secrets_from_env
 
 from ..helpers import API_KEY, make_event
@@ -106,6 +107,13 @@ def test_secrets_from_env_are_the_key_and_key_like_values() -> None:
         "OTHER_TOKEN": "ef" * 32,
     }
     assert sorted(secrets_from_env(env)) == sorted([API_KEY, OTHER_KEY])
+
+
+def test_the_env_prefix_is_the_configs() -> None:
+    """The redactor reads the same MOSAIC_TELEMETRY_* variables TelemetryConfig reads."""
+    from mosaic_telemetry._config import ENV_PREFIX
+
+    assert redact.ENV_PREFIX == ENV_PREFIX
 
 
 def test_the_stream_redacts_a_key_split_over_two_writes() -> None:
