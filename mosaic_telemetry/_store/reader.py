@@ -30,8 +30,9 @@ from . import state
 from .errors import is_busy, is_corrupt
 from .files import file_size, side_files
 from .schema import META_LAST_ERROR, check_outbox
+from .state import ROW_STATES
 
-__all__ = ["OutboxReader", "OutboxStatus"]
+__all__ = ["ROW_STATES", "OutboxReader", "OutboxStatus"]
 
 T = TypeVar("T")
 
@@ -179,14 +180,40 @@ class OutboxReader:
         """The whole ``meta`` table."""
         return self.read(state.meta)
 
-    def list_rows(self, *, dead: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+    def list_rows(
+        self,
+        *,
+        dead: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+        since: float | None = None,
+        in_state: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Rows of ``events`` (or ``dead``) oldest first, keyed by column, with ``state``.
 
-        ``state`` is "pending", "leased" (a live lease: being sent now) or "dead".
+        ``state`` is "pending", "leased" (a live lease: being sent now) or "dead";
+        ``in_state`` selects the rows in that state only ("dead" is ``dead=True``). ``since``
+        keeps the rows tracked (dead: dead-lettered) at or after that epoch second; ``offset``
+        skips the first rows.
         """
         now = self._clock()
-        rows = self.read(lambda conn: state.list_rows(conn, dead=dead, limit=limit))
-        return [{**row, "state": _state(row, now, dead=dead)} for row in rows]
+        now = self._clock()
+        rows = self.read(
+            lambda conn: state.list_rows(
+                conn,
+                dead=dead,
+                limit=limit,
+                offset=offset,
+                since=since,
+                in_state=in_state,
+                now=now,
+            )
+        )
+        return [{**row, "state": _state(row, now, dead=dead or in_state == "dead")} for row in rows]
+
+    def event_ids_starting_with(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """Event ids, pending or dead, that start with ``prefix`` (at most ``limit``, sorted)."""
+        return self.read(lambda conn: state.event_ids_starting_with(conn, prefix, limit=limit))
 
     def get_row(self, event_id: str) -> dict[str, Any] | None:
         """One event by id, pending or dead (``state`` as in :meth:`list_rows`), or None."""
@@ -210,9 +237,15 @@ class OutboxReader:
             }
         )
 
-    def count(self, *, dead: bool) -> int:
-        """Rows in ``dead`` (or ``events``: O(1), the pending count)."""
-        return self.read(state.dead_count if dead else state.pending_count)
+    def count(self, *, dead: bool, since: float | None = None, in_state: str | None = None) -> int:
+        """Rows in ``dead`` (or ``events``: O(1), the pending count); with ``since`` or
+        ``in_state``, the rows :meth:`list_rows` selects with them."""
+        if since is None and in_state is None:
+            return self.read(state.dead_count if dead else state.pending_count)
+        now = self._clock()
+        return self.read(
+            lambda conn: state.count_rows(conn, dead=dead, since=since, in_state=in_state, now=now)
+        )
 
     def quick_check(self) -> list[str]:
         """``PRAGMA quick_check`` (read-only): ``["ok"]`` for a healthy file, else the problems."""

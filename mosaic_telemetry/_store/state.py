@@ -7,6 +7,7 @@ count is O(1) (``highest id - removed_count``, see :mod:`.schema`), never ``COUN
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any, Final
 
@@ -25,9 +26,12 @@ from .schema import (
 )
 
 __all__ = [
+    "ROW_STATES",
+    "count_rows",
     "counters",
     "counters_of",
     "dead_count",
+    "event_ids_starting_with",
     "get_meta",
     "get_row",
     "leased_count",
@@ -41,6 +45,14 @@ __all__ = [
     "set_meta",
 ]
 
+#: The states :func:`list_rows` can select; "dead" reads the dead-letter table.
+ROW_STATES: Final = ("pending", "leased", "dead")
+#: A row under a lease that has not expired at ``:now`` (NULLs count as not leased).
+_LIVE_LEASE: Final = "coalesce(lease_owner IS NOT NULL AND lease_expires_at > :now, 0)"
+SQL_IDS_WITH_PREFIX: Final = (
+    "SELECT event_id FROM events WHERE event_id GLOB :pattern UNION ALL"
+    " SELECT event_id FROM dead WHERE event_id GLOB :pattern ORDER BY event_id LIMIT :limit"
+)
 SQL_COUNTERS: Final = (
     "SELECT substr(key, 9), value FROM meta WHERE key LIKE 'counter\\_%' ESCAPE '\\'"
 )
@@ -114,11 +126,71 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 
 def list_rows(
-    conn: sqlite3.Connection, *, dead: bool = False, limit: int | None = None
+    conn: sqlite3.Connection,
+    *,
+    dead: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
+    since: float | None = None,
+    in_state: str | None = None,
+    now: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Rows of ``events`` (or ``dead``) oldest first, as dicts keyed by column name."""
-    sql = SQL_LIST_DEAD if dead else SQL_LIST_EVENTS
-    return rows_as_dicts(conn.execute(sql, (-1 if limit is None else limit,)))
+    """Rows of ``events`` (or ``dead``) oldest first, as dicts keyed by column name.
+
+    ``in_state`` ("pending", "leased" at ``now``, or "dead") and ``since`` (tracked, or for
+    dead rows dead-lettered, at or after that epoch second) narrow the selection.
+    """
+    if offset == 0 and since is None and in_state is None:
+        sql = SQL_LIST_DEAD if dead else SQL_LIST_EVENTS
+        return rows_as_dicts(conn.execute(sql, (-1 if limit is None else limit,)))
+    table, where, params = _selection(dead=dead, since=since, in_state=in_state, now=now)
+    sql = f"SELECT * FROM {table} WHERE {where} ORDER BY id LIMIT :limit OFFSET :offset"  # noqa: S608
+    params.update(limit=-1 if limit is None else limit, offset=offset)
+    return rows_as_dicts(conn.execute(sql, params))
+
+
+def count_rows(
+    conn: sqlite3.Connection,
+    *,
+    dead: bool,
+    since: float | None = None,
+    in_state: str | None = None,
+    now: float = 0.0,
+) -> int:
+    """How many rows :func:`list_rows` selects with the same arguments (a scan: ``COUNT(*)``)."""
+    table, where, params = _selection(dead=dead, since=since, in_state=in_state, now=now)
+    sql = f"SELECT COUNT(*) FROM {table} WHERE {where}"  # noqa: S608
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+def _selection(
+    *, dead: bool, since: float | None, in_state: str | None, now: float
+) -> tuple[str, str, dict[str, Any]]:
+    """The table, WHERE clause (constant fragments only) and parameters of a row selection."""
+    if in_state is not None and in_state not in ROW_STATES:
+        raise ValueError(f"in_state must be one of {', '.join(ROW_STATES)}, not {in_state!r}")
+    dead = dead or in_state == "dead"
+    clauses = []
+    params: dict[str, Any] = {"now": now}
+    if since is not None:
+        clauses.append(f"{'dead_at' if dead else 'enqueued_at'} >= :since")
+        params["since"] = since
+    if not dead and in_state == "leased":
+        clauses.append(_LIVE_LEASE)
+    elif not dead and in_state == "pending":
+        clauses.append(f"NOT {_LIVE_LEASE}")
+    return ("dead" if dead else "events"), " AND ".join(clauses) or "1", params
+
+
+def event_ids_starting_with(conn: sqlite3.Connection, prefix: str, *, limit: int = 10) -> list[str]:
+    """Event ids of ``events`` and ``dead`` that start with ``prefix`` (sorted, at most limit).
+
+    GLOB (case-sensitive, glob characters escaped) so that the UNIQUE index on event_id
+    serves the lookup instead of a scan.
+    """
+    pattern = re.sub(r"([*?\[])", r"[\1]", prefix) + "*"
+    rows = conn.execute(SQL_IDS_WITH_PREFIX, {"pattern": pattern, "limit": limit})
+    return [str(r[0]) for r in rows]
 
 
 def get_row(conn: sqlite3.Connection, event_id: str) -> tuple[str, dict[str, Any]] | None:

@@ -18,6 +18,8 @@ from typing import Final, TextIO
 from .._log import logger
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PROBLEM",
     "EXIT_USAGE",
@@ -25,6 +27,7 @@ __all__ = [
     "LogCapture",
     "duration",
     "error",
+    "hint",
     "one_line",
     "print_json",
     "sdk_logs",
@@ -36,6 +39,8 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_PROBLEM: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_BROKEN_PIPE: Final = 141  # 128 + SIGPIPE: the reader closed the pipe, as `| head` does
 PROG: Final = "mosaic-telemetry"
 
 
@@ -91,6 +96,11 @@ def one_line(text: str) -> str:
 def error(message: str, *, level: str = "error") -> None:
     """``mosaic-telemetry: error: message`` on stderr."""
     print(f"{PROG}: {level}: {message}", file=sys.stderr)
+
+
+def hint(*parts: str) -> None:
+    """``(part; part)`` on stderr: a note for people, never mixed into the data on stdout."""
+    print(f"({'; '.join(parts)})", file=sys.stderr)
 
 
 class LogCapture(logging.Handler):

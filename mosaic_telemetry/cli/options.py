@@ -8,9 +8,13 @@ the configuration and the outbox import the SDK when a command runs, never at im
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 
 if TYPE_CHECKING:
     from .._config import TelemetryConfig
@@ -25,6 +29,7 @@ __all__ = [
     "non_negative",
     "open_reader",
     "outbox_path",
+    "point_in_time",
     "positive_seconds",
     "usable_config",
 ]
@@ -84,6 +89,39 @@ def positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
+
+
+_AGE_UNITS: Final = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(s|min|m|h|d|w)")
+
+
+def point_in_time(text: str, *, now: Callable[[], float] = time.time) -> float:
+    """An argument type: a time as epoch seconds, from ISO 8601, epoch seconds or an age.
+
+    ``2026-11-27T00:11:02Z`` (no offset: UTC), ``2026-11-27`` (midnight UTC),
+    ``1795738262`` (epoch seconds) or ``90s``, ``15m``, ``2h``, ``7d``, ``1w`` (that long ago).
+    """
+    value = text.strip()
+    age = _AGE.fullmatch(value.lower())
+    if age:
+        return now() - float(age.group(1)) * _AGE_UNITS[age.group(2)]
+    try:
+        epoch = float(value)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(epoch):
+            return epoch
+    try:
+        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in "Zz" else value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (give an ISO 8601 time like 2026-11-27T00:11:02Z, "
+            "epoch seconds, or an age like 90s, 15m, 2h, 7d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def config(args: argparse.Namespace) -> TelemetryConfig:

@@ -6,15 +6,20 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from . import options
-from .format import EXIT_OK, duration, one_line, print_json, table, when
+from .format import EXIT_OK, duration, hint, one_line, print_json, table, when
 
 if TYPE_CHECKING:
     from .._store import OutboxReader, SqliteOutbox
 
-__all__ = ["register"]
+__all__ = ["LIST_STATES", "register"]
+
+#: What ``outbox list --status`` selects.
+LIST_STATES: Final = ("pending", "leased", "dead")
+#: How many candidates an ambiguous ``outbox show`` prefix names.
+_CANDIDATES: Final = 10
 
 
 def register(commands: options.Subparsers, common: argparse.ArgumentParser) -> None:
@@ -28,19 +33,38 @@ def register(commands: options.Subparsers, common: argparse.ArgumentParser) -> N
     listing = options.add_command(
         actions, "list", run_list, "pending (or dead) events, oldest first", parents=[common]
     )
-    listing.add_argument("--dead", action="store_true", help="the dead letters instead")
+    listing.add_argument("--dead", action="store_true", help="the dead letters (--status dead)")
+    listing.add_argument(
+        "--status",
+        choices=LIST_STATES,
+        help="only these: pending (not being sent), leased (being sent) or dead",
+    )
+    listing.add_argument(
+        "--since",
+        type=options.point_in_time,
+        metavar="WHEN",
+        help="tracked (dead: dead-lettered) at or after WHEN: 2026-11-27T00:11:02Z, 2h, 7d",
+    )
     listing.add_argument(
         "--limit", type=options.non_negative, default=100, metavar="N", help="at most N (0: all)"
+    )
+    listing.add_argument(
+        "--offset", type=options.non_negative, default=0, metavar="N", help="skip the first N"
     )
     show = options.add_command(
         actions, "show", run_show, "one event: its row and stored JSON", parents=[common]
     )
-    show.add_argument("event_id", metavar="EVENT_ID")
+    show.add_argument("event_id", metavar="EVENT_ID", help="its id, or a unique start of it")
     export = options.add_command(
         actions, "export", run_export, "events as JSON lines on stdout", parents=[common]
     )
     export.add_argument("--dead", action="store_true", help="the dead letters instead")
-    export.add_argument("--format", choices=["jsonl"], default="jsonl", help="jsonl (default)")
+    export.add_argument(
+        "--format",
+        choices=["jsonl", "json"],
+        default="jsonl",
+        help="jsonl: one event per line (default); json: one JSON list (as --json)",
+    )
     requeue = options.add_command(
         actions, "requeue", run_requeue, "move dead letters back to pending", parents=[common]
     )
@@ -73,18 +97,51 @@ def _stored_event(body: str) -> Any:
 
 
 def run_list(args: argparse.Namespace, out: TextIO) -> int:
-    """Pending (or dead) rows, oldest first."""
+    """Pending, leased or dead rows, oldest first, a page at a time."""
+    if args.dead and args.status not in (None, "dead"):
+        args.parser.error(f"--dead and --status {args.status} select different rows")
+    state = "dead" if args.dead else args.status
+    dead = state == "dead"
     reader = options.open_reader(args)
     limit = None if args.limit == 0 else args.limit
-    rows = reader.list_rows(dead=args.dead, limit=limit)
+    rows = reader.list_rows(
+        dead=dead, since=args.since, in_state=state, limit=limit, offset=args.offset
+    )
     if args.json:
         print_json(out, [_without_body(r) for r in rows])
-        return EXIT_OK
-    if not rows:
-        out.write(f"no {'dead' if args.dead else 'pending'} events in {reader.path}\n")
-        return EXIT_OK
+    elif rows:
+        _print_rows(out, rows, dead=dead)
+    if len(rows) == limit or args.offset:
+        total = reader.count(dead=dead, since=args.since, in_state=state)
+        _page_hint(total, shown=len(rows), offset=args.offset)
+    elif not rows:
+        since = f" since {when(args.since)}" if args.since is not None else ""
+        hint(f"no {state or 'pending'} events{since} in {reader.path}")
+    return EXIT_OK
+
+
+def _page_hint(total: int, *, shown: int, offset: int) -> None:
+    """Where this page lies among all rows, on stderr (stdout holds the data only)."""
+    last = offset + shown
+    if not shown:
+        hint(f"nothing after --offset {offset}: {total} in all")
+    elif offset or last < total:
+        if not offset:
+            parts = [f"showing {shown} of {total}"]
+        elif shown == 1:
+            parts = [f"showing row {last} of {total}"]
+        else:
+            parts = [f"showing rows {offset + 1}-{last} of {total}"]
+        if last < total:
+            parts.append(f"--offset {last} shows the next")
+            if not offset:
+                parts.append("--limit 0 shows all")
+        hint(*parts)
+
+
+def _print_rows(out: TextIO, rows: list[dict[str, Any]], *, dead: bool) -> None:
     now = time.time()
-    if args.dead:
+    if dead:
         header = ["ID", "EVENT_ID", "DEAD SINCE", "ATTEMPTS", "HTTP", "REASON"]
         lines = [
             [
@@ -111,10 +168,6 @@ def run_list(args: argparse.Namespace, out: TextIO) -> int:
             for r in rows
         ]
     table(out, header, lines)
-    total = reader.count(dead=args.dead)
-    if total > len(rows):
-        out.write(f"(showing {len(rows)} of {total}; --limit 0 shows all)\n")
-    return EXIT_OK
 
 
 def _row_note(row: dict[str, Any], now: float) -> str:
@@ -128,13 +181,11 @@ def _row_note(row: dict[str, Any], now: float) -> str:
 
 
 def run_show(args: argparse.Namespace, out: TextIO) -> int:
-    """One event by id, with its stored JSON."""
-    from .._exceptions import OutboxError
-
+    """One event by id or by a unique start of its id (like git), with its stored JSON."""
     reader = options.open_reader(args)
-    row = reader.get_row(args.event_id)
-    if row is None:
-        raise OutboxError(f"no event {args.event_id} in {reader.path} (neither pending nor dead)")
+    row = reader.get_row(args.event_id) or reader.get_row(_unique_event_id(reader, args.event_id))
+    if row is None:  # gone between the two reads
+        raise _no_such_event(reader, args.event_id)
     event = _stored_event(row["body"])
     if args.json:
         print_json(out, {**_without_body(row), "event": event})
@@ -148,10 +199,39 @@ def run_show(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _unique_event_id(reader: OutboxReader, prefix: str) -> str:
+    """The one event id that starts with ``prefix``; OutboxError if none or several do."""
+    from .._exceptions import OutboxError
+
+    found = reader.event_ids_starting_with(prefix.lower(), limit=_CANDIDATES + 1) if prefix else []
+    if not found:
+        raise _no_such_event(reader, prefix)
+    if len(found) > 1:
+        more = " and more" if len(found) > _CANDIDATES else ""
+        raise OutboxError(
+            f"event id prefix {prefix!r} is ambiguous in {reader.path}: it starts "
+            f"{', '.join(found[:_CANDIDATES])}{more}; give more characters"
+        )
+    return found[0]
+
+
+def _no_such_event(reader: OutboxReader, event_id: str) -> Exception:
+    from .._exceptions import OutboxError
+
+    return OutboxError(f"no event {event_id} in {reader.path} (neither pending nor dead)")
+
+
 def run_export(args: argparse.Namespace, out: TextIO) -> int:
-    """Every pending (or dead) event as JSON lines: the stored events themselves."""
-    for row in options.open_reader(args).list_rows(dead=args.dead):
-        out.write(json.dumps(_stored_event(row["body"]), separators=(",", ":")) + "\n")
+    """Every pending (or dead) event as stored: JSON lines, or one JSON list with ``--json``."""
+    rows = options.open_reader(args).list_rows(dead=args.dead)
+    if not (args.json or args.format == "json"):
+        for row in rows:
+            out.write(json.dumps(_stored_event(row["body"]), separators=(",", ":")) + "\n")
+        return EXIT_OK
+    out.write("[")
+    for n, row in enumerate(rows):
+        out.write(("," if n else "") + "\n  " + json.dumps(_stored_event(row["body"])))
+    out.write("\n]\n" if rows else "]\n")
     return EXIT_OK
 
 

@@ -49,7 +49,13 @@ def filled(server: FakeTelemetryServer, outbox_path: Path) -> dict[str, Any]:
     assert sorted(p.name for p in outbox_path.parent.iterdir()) == [outbox_path.name]
     status = OutboxReader(outbox_path).status()
     assert (status.pending, status.dead, status.leased) == (4, 1, 0)
-    return {"path": outbox_path, "dead": ids[0], "pending": ids[1:], "tracked_at": tracked_at}
+    return {
+        "path": outbox_path,
+        "dead": ids[0],
+        "pending": ids[1:],
+        "tracked_at": tracked_at,
+        "server_url": server.url,
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import io
 import json
 import shutil
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mosaic_telemetry import OutboxError
 from mosaic_telemetry._store import SqliteOutbox
+from mosaic_telemetry._wire.events import event_to_json
 from mosaic_telemetry.cli import main
+from mosaic_telemetry.testing import FakeTelemetryServer
 
-from ..helpers import child_env
+from ..helpers import child_env, make_event
 from .support import run
 
 
@@ -41,14 +45,36 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
-def test_debug_shows_the_exception(where: str, tmp_path: Path) -> None:
-    """--debug (before or after the command) lets the exception through instead of one line."""
+def test_debug_shows_the_traceback(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--debug (before or after the command) prints the traceback instead of one line; exit 1."""
     missing = str(tmp_path / "missing.sqlite3")
     argv = ["--debug", "status", "--outbox", missing]
     if where == "after":
         argv = ["status", "--outbox", missing, "--debug"]
-    with pytest.raises(OutboxError, match="no outbox file"):
-        main(argv, out=io.StringIO())
+    assert main(argv, out=io.StringIO()) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert err.endswith(f"OutboxError: no outbox file at {missing}\n")
+
+
+def test_version_is_the_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the installed distribution's version on stdout and exits 0."""
+    from mosaic_telemetry._version import get_version
+
+    assert run("--version") == (0, f"mosaic-telemetry {get_version()}\n")
+    assert capsys.readouterr().err == ""
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        assert get_version() == importlib.metadata.version("mosaicstack-telemetry")
+
+
+def test_help_goes_to_the_output_stream() -> None:
+    """--help is printed on the output stream like any other output, and exits 0."""
+    code, text = run("outbox", "list", "--help")
+    assert code == 0
+    assert text.startswith("usage: mosaic-telemetry outbox list ")
+    assert "--since WHEN" in text and "--offset N" in text and "--status" in text
 
 
 def test_python_dash_m_in_a_subprocess(filled: dict[str, Any], tmp_path: Path) -> None:
@@ -133,7 +159,7 @@ import mosaic_telemetry.cli
 
 added = sorted(set(sys.modules) - before)
 print(",".join(m for m in added if not m.startswith("mosaic_telemetry.cli")))
-for argv in (["--help"], ["status", "--outbox", sys.argv[1]]):
+for argv in (["--help"], ["status", "--outbox", sys.argv[1]], ["status", "--all"]):
     try:
         mosaic_telemetry.cli.main(argv, out=io.StringIO())
     except SystemExit:
@@ -153,3 +179,35 @@ def test_import_loads_the_parser_only_and_status_no_http_stack(filled: dict[str,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["", ""]
+
+
+@pytest.fixture
+def many(tmp_path: Path, server: FakeTelemetryServer) -> Path:
+    """A closed outbox of 3,000 events: far more text than a pipe buffer holds."""
+    path = tmp_path / "many.sqlite3"
+    outbox = SqliteOutbox(path, server_url=server.url, max_pending=10_000)
+    body = event_to_json(make_event())
+    outbox.add_many([(str(uuid.uuid4()), body) for _ in range(3000)])
+    outbox.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["outbox", "list", "--limit", "0"], ["outbox", "export", "--json"]],
+    ids=" ".join,
+)
+def test_a_closed_pipe_ends_quietly(argv: list[str], many: Path) -> None:
+    """`... | head -1`: the reader closes the pipe; no traceback, no message, exit 0 or 141."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mosaic_telemetry", *argv, "--outbox", str(many)],
+        env={**child_env(), "MOSAIC_TELEMETRY_API_KEY": "ab" * 32},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    first = child.stdout.readline()
+    child.stdout.close()  # what head does after its line
+    err = child.stderr.read()
+    assert child.wait(timeout=60) in (0, 141)
+    assert first and err == b""

@@ -16,6 +16,7 @@ import pytest
 
 from mosaic_telemetry import TelemetryClient
 from mosaic_telemetry._store import LeaseOwner, OutboxReader, SqliteOutbox
+from mosaic_telemetry._wire.events import event_to_json
 from mosaic_telemetry.testing import FakeTelemetryServer
 
 from ..helpers import make_events
@@ -185,3 +186,61 @@ def test_status_while_a_client_tracks_into_the_same_file(
     writer.join()
     seen.append(json.loads(run("status", "--json", "--outbox", path)[1])["pending"])
     assert seen == sorted(seen) and seen[-1] == 150
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default state directory (XDG_STATE_HOME on Linux), not created yet."""
+    if sys.platform != "linux":
+        pytest.skip("the state directory is moved with XDG_STATE_HOME on Linux only")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "mosaic-telemetry"
+
+
+def test_status_all_lists_every_outbox_in_the_state_directory(
+    state_dir: Path, server: FakeTelemetryServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status --all: one line per outbox file (path, pending, dead, size); exit 1 if one is bad."""
+    real = SqliteOutbox(state_dir / "outbox-aaaa.sqlite3", server_url=server.url)
+    for event in make_events(3):
+        real.add(str(event.event_id), event_to_json(event))
+    real.close()
+    SqliteOutbox(
+        state_dir / "outbox-bbbb.dry-run.sqlite3", server_url=server.url, dry_run=True
+    ).close()
+    (state_dir / "outbox-cccc.sqlite3").write_bytes(b"not a database at all\n" * 100)
+    (state_dir / "outbox-dddd.sqlite3.corrupt-20261127T001102").write_bytes(b"moved aside")
+    before = {p.name for p in state_dir.iterdir()}
+    code, text = run("status", "--all")
+    assert code == 1
+    lines = [line.split() for line in text.splitlines()]
+    assert lines[0] == ["PATH", "PENDING", "DEAD", "SIZE", "SERVER"]
+    assert [line[:3] for line in lines[1:]] == [
+        [str(state_dir / "outbox-aaaa.sqlite3"), "3", "0"],
+        [str(state_dir / "outbox-bbbb.dry-run.sqlite3"), "0", "0"],
+        [str(state_dir / "outbox-cccc.sqlite3"), "-", "-"],
+    ]
+    assert lines[1][-1] == server.url and lines[2][-3:] == [server.url, "(dry", "run)"]
+    assert "unreadable:" in lines[3] and "KiB" in lines[1][4]
+    assert capsys.readouterr().err == (
+        "(1 corrupt file(s) moved aside there, not listed: "
+        "outbox-dddd.sqlite3.corrupt-20261127T001102)\n"
+    )
+    entries = json.loads(run("status", "--all", "--json")[1])
+    assert [(e["pending"], e["dead"], e["mode"], e["error"] is None) for e in entries] == [
+        (3, 0, "real", True),
+        (0, 0, "dry_run", True),
+        (None, None, None, False),
+    ]
+    assert {p.name for p in state_dir.iterdir()} == before  # read-only: nothing created
+
+
+def test_status_all_without_a_state_directory(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no outbox anywhere, status --all prints no data, says so on stderr and exits 0."""
+    assert run("status", "--all") == (0, "")
+    assert capsys.readouterr().err == f"(no outbox files in {state_dir})\n"
+    assert run("status", "--all", "--json") == (0, "[]\n")
+    assert not state_dir.exists()
+    assert run("status", "--all", "--outbox", "x.sqlite3")[0] == 2
