@@ -243,7 +243,7 @@ class Worker:
                 cap,
             )
             return 0.0
-        limit = min(cap, cap if seconds is None else max(0.0, seconds))
+        limit = cap if seconds is None else min(cap, max(0.0, seconds))
         if remaining > limit + 1.0:
             self._log.warning(
                 "stale-pause",
