@@ -13,7 +13,8 @@ bounds a whole handshake by the socket's timeout) and (b) once connected, replac
 (``sendall``) and reads (``makefile("rb")``, then ``recv_into``). The deadline is a
 thread-local set by the transport around each exchange (:func:`bounded`); a socket used
 outside one behaves as before. Not bounded: name resolution (``getaddrinfo`` takes no
-timeout), and SOCKS proxies (their pools are left as they are).
+timeout), the ``CONNECT`` reply of a tunnelling proxy (read before ``connect()`` returns:
+per read only), and SOCKS proxies (their pools are left as they are).
 
 Reproduce the old behaviour: a raw socket server on 127.0.0.1 that sends ``HTTP/1.1 202``
 one byte per 0.5 s, and a 1 s request timeout (``tests/reliability/test_hostile_network.py``).
