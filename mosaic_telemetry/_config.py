@@ -3,7 +3,10 @@
 Constructor values win over ``MOSAIC_TELEMETRY_*`` environment variables, which win over the
 defaults. Construction never raises: ``validate()`` returns the list of problems, and a
 client given a config with problems logs them once and keeps events in the outbox instead of
-sending garbage requests. ``repr()`` never shows the API key.
+sending garbage requests. Neither ``repr()`` nor a ``validate()`` message ever shows the API
+key, nor anything that looks like one, whichever setting it was put in by mistake. An API key
+with surrounding whitespace (a copy-pasted trailing newline) is stripped, and that is logged
+once at INFO.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import attrs
+
+from ._log import logger
+from ._secrets import redact
 
 __all__ = [
     "ENV_PREFIX",
@@ -36,6 +42,31 @@ _APP_NAME = "mosaic-telemetry"
 
 Durability = Literal["normal", "full"]
 ErrorCallback = Callable[[BaseException], None]
+#: Where a key with surrounding whitespace came from, once logged (once per process each).
+_STRIPPED_LOGGED: set[str] = set()
+
+
+def _shown(value: object, secret: object = None, limit: int | None = None) -> str:
+    """``repr(value)`` for a message: the key and anything key-like hidden, then cut.
+
+    Redaction comes first: cut first, a 64-character key shows as 59 characters that no
+    longer look like a key (issue 11).
+    """
+    text = redact(repr(value), secret if isinstance(secret, str) else None)
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _strip_key(key: str | None, source: str) -> str | None:
+    """``key`` without surrounding whitespace; logged once per source, never the key."""
+    if not isinstance(key, str) or key == key.strip():
+        return key
+    if source not in _STRIPPED_LOGGED:
+        _STRIPPED_LOGGED.add(source)
+        logger.info(
+            "%s had whitespace around it (a trailing newline or spaces); it was stripped",
+            source,
+        )
+    return key.strip()
 
 
 def _env(name: str) -> str | None:
@@ -103,8 +134,11 @@ class TelemetryConfig:
     def __attrs_post_init__(self) -> None:
         if self.server_url is None:
             self.server_url = _env("SERVER_URL") or ""
+        source = "api_key"
         if self.api_key is None:
             self.api_key = _env("API_KEY") or ""
+            source = ENV_PREFIX + "API_KEY"
+        self.api_key = _strip_key(self.api_key, source)
         if self.instance_id is None:
             self.instance_id = _env("INSTANCE_ID") or ""
         if isinstance(self.instance_id, uuid.UUID):
@@ -120,12 +154,14 @@ class TelemetryConfig:
 
     def __repr__(self) -> str:
         key = "'***'" if self.api_key else "''"
+        secret = self.api_key
         return (
-            f"TelemetryConfig(server_url={self.server_url!r}, api_key={key}, "
-            f"instance_id={self.instance_id!r}, enabled={self.enabled!r}, "
-            f"dry_run={self.dry_run!r}, outbox_path={self.outbox_path!r}, "
-            f"durability={self.durability!r}, batch_size={self.batch_size!r}, "
-            f"submit_interval_seconds={self.submit_interval_seconds!r})"
+            f"TelemetryConfig(server_url={_shown(self.server_url, secret)}, api_key={key}, "
+            f"instance_id={_shown(self.instance_id, secret)}, enabled={self.enabled!r}, "
+            f"dry_run={self.dry_run!r}, outbox_path={_shown(self.outbox_path, secret)}, "
+            f"durability={_shown(self.durability, secret)}, "
+            f"batch_size={_shown(self.batch_size, secret)}, "
+            f"submit_interval_seconds={_shown(self.submit_interval_seconds, secret)})"
         )
 
     def validate(self) -> list[str]:
@@ -138,21 +174,25 @@ class TelemetryConfig:
         key = self.api_key
         bad_key = not isinstance(key, str) or not _HEX64.fullmatch(key)
         if bad_key and not (self.dry_run and not key):
-            length = len(key) if isinstance(key, str) else type(key).__name__
+            got = str(len(key)) if isinstance(key, str) else type(key).__name__
+            if isinstance(key, str) and any(c.isspace() for c in key):
+                got += ", with whitespace inside"
             problems.append(
-                f"api_key: must be 64 hexadecimal characters (got {length}; "
+                f"api_key: must be 64 hexadecimal characters (got {got}; "
                 "set MOSAIC_TELEMETRY_API_KEY)"
             )
         try:
             uuid.UUID(str(self.instance_id))
         except ValueError:
             problems.append(
-                f"instance_id: must be a UUID, got {self.instance_id!r:.60} "
+                f"instance_id: must be a UUID, got {self._shown(self.instance_id, 60)} "
                 "(set MOSAIC_TELEMETRY_INSTANCE_ID)"
             )
         problems += self._number_problems()
         if self.durability not in ("normal", "full"):
-            problems.append(f"durability: must be 'normal' or 'full', got {self.durability!r}")
+            problems.append(
+                f"durability: must be 'normal' or 'full', got {self._shown(self.durability, 40)}"
+            )
         if self.on_error is not None and not callable(self.on_error):
             problems.append("on_error: must be a callable taking one exception, or None")
         return problems
@@ -163,11 +203,16 @@ class TelemetryConfig:
             return ["server_url: required (set MOSAIC_TELEMETRY_SERVER_URL)"]
         if not isinstance(url, str):
             return [f"server_url: must be a string, got {type(url).__name__}"]
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return [f"server_url: must be an http(s) URL with a host, got {url!r:.100}"]
+        unusable = f"server_url: must be an http(s) URL with a host, got {self._shown(url, 100)}"
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:  # an unreadable IPv6 literal ("http://[::1")
+            return [unusable]
+        if parts.scheme not in ("http", "https") or not host:
+            return [unusable]
         if parts.query or parts.fragment:
-            return [f"server_url: must not have a query or fragment, got {url!r:.100}"]
+            return [f"server_url: must not have a query or fragment, got {self._shown(url, 100)}"]
         return []
 
     def _number_problems(self) -> list[str]:
@@ -192,8 +237,12 @@ class TelemetryConfig:
             kind_ok = _number(value) if real else isinstance(value, int) and _number(value)
             if not kind_ok or not checks[rule](value):  # type: ignore[arg-type]
                 kind = "a number" if real else "an int"
-                problems.append(f"{name}: must be {kind} {rule}, got {value!r:.40}")
+                problems.append(f"{name}: must be {kind} {rule}, got {self._shown(value, 40)}")
         return problems
+
+    def _shown(self, value: object, limit: int) -> str:
+        """``value`` as a message may show it: never the key, nor anything key-like."""
+        return _shown(value, self.api_key, limit)
 
     def resolved_outbox_path(self) -> Path:
         """Where the outbox lives: ``outbox_path``, else one file per server+instance.

@@ -124,3 +124,52 @@ def test_outbox_path_default_and_dry_run(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert dry.resolved_outbox_path() != a.resolved_outbox_path()
     explicit = TelemetryConfig(outbox_path=tmp_path / "x.sqlite3", dry_run=True)
     assert explicit.resolved_outbox_path() == tmp_path / "x.dry-run.sqlite3"
+
+
+OTHER_KEY = "cd" * 32
+
+
+@pytest.mark.parametrize(
+    "field", ["instance_id", "server_url", "batch_size", "submit_interval_seconds", "durability"]
+)
+def test_a_key_in_any_setting_is_never_echoed(field: str) -> None:
+    """A key (ours or any key-shaped text) put in another setting is hidden from validate() and
+    repr(), though the problem still names the field."""
+    values: dict[str, object] = {
+        "server_url": "https://x.test",
+        "api_key": API_KEY,
+        "instance_id": INSTANCE_ID,
+    }
+    for key in (API_KEY, OTHER_KEY):
+        values[field] = f"https://{key}" if field == "server_url" else key
+        config = TelemetryConfig(**values)  # type: ignore[arg-type]
+        texts = " ".join(config.validate()) + repr(config)
+        assert key[:12] not in texts and key[-12:] not in texts
+        if field != "server_url":  # a URL with a key-like host is a valid URL
+            assert [p.split(":", 1)[0] for p in config.validate()] == [field]
+
+
+def test_validate_does_not_fail_on_an_unreadable_url() -> None:
+    """A URL urlsplit cannot read (an open IPv6 bracket) is a problem, not an exception."""
+    config = TelemetryConfig(server_url="http://[::1", api_key=API_KEY, instance_id=INSTANCE_ID)
+    assert [p.split(":", 1)[0] for p in config.validate()] == ["server_url"]
+
+
+def test_a_key_with_whitespace_around_it_is_stripped_and_inside_it_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whitespace around a constructor key is stripped (no log line shows the key);
+    whitespace inside one is a problem that says so."""
+    with caplog.at_level("INFO", logger="mosaic_telemetry"):
+        config = TelemetryConfig(
+            server_url="https://x.test", api_key=f"\t{API_KEY} \n", instance_id=INSTANCE_ID
+        )
+    assert (config.api_key, config.validate()) == (API_KEY, [])
+    assert all(API_KEY not in r.getMessage() for r in caplog.records)
+    inside = TelemetryConfig(
+        server_url="https://x.test",
+        api_key=API_KEY[:32] + " " + API_KEY[32:],
+        instance_id=INSTANCE_ID,
+    )
+    [problem] = inside.validate()
+    assert problem.startswith("api_key:") and "whitespace inside" in problem

@@ -35,3 +35,14 @@ def test_looks_like_key() -> None:
     assert not looks_like_key("12345678-1234-4234-8234-123456789abc")
     assert not looks_like_key("ab" * 20)
     assert not looks_like_key(None)
+
+
+def test_a_json_escaped_key_in_undecoded_text_is_hidden() -> None:
+    """A raw reply body spelling the key as \\u escapes (any case) is unescaped, then hidden."""
+    escaped = "".join(f"\\u{ord(c):04x}" for c in KEY)
+    upper = "".join(f"\\u{ord(c.upper()):04X}" for c in KEY)
+    for spelled, prefix in ((f"Bearer {escaped}", "Bearer "), (upper, "")):
+        body = f'{{"detail": "{spelled}"}}'
+        assert redact(body, KEY) == f'{{"detail": "{prefix}{REDACTED}"}}'
+    assert redact(f"x {escaped}") == f"x {REDACTED}"  # key-shaped, even without the secret
+    assert redact('{"model": "caf\\u00e9"}', KEY) == '{"model": "caf\\u00e9"}'  # left as is

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from .._store import MAX_ROW_DELAY_SECONDS
 from .._wire.replies import SendKind, SendResult
 from .ports import ClaimedRow
 
@@ -69,8 +70,14 @@ class Plan:
     shared_pause: float | None = None
 
 
-def verdict_backoff(attempts: int, *, base: float = 1.0, cap: float = 300.0) -> float:
-    """Seconds before an unanswered row is offered again: ``base`` doubling per attempt."""
+def verdict_backoff(
+    attempts: int, *, base: float = 1.0, cap: float = MAX_ROW_DELAY_SECONDS
+) -> float:
+    """Seconds before an unanswered row is offered again: ``base`` doubling per attempt.
+
+    Never more than the store's ``MAX_ROW_DELAY_SECONDS``: a row further ahead than that is
+    taken for a clock step back and claimed at once.
+    """
     return min(cap, base * 2.0 ** max(0, attempts - 1))
 
 

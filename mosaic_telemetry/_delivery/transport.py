@@ -2,9 +2,12 @@
 
 ``RequestsTransport`` owns a ``requests.Session`` (created on first use; a fresh one after
 ``fork``) and maps everything requests and urllib3 can throw to ``TransportError`` at the
-boundary. No reply is trusted: at most ``MAX_REPLY_BYTES`` are read, within a total deadline
-of about the request's timeout. The request's headers (with the API key) live in the request
-only: never in ``repr``, results, log lines or exceptions.
+boundary. No reply is trusted: at most ``MAX_REPLY_BYTES`` are read, and one deadline bounds
+the whole exchange (connect, TLS handshake, send, reply head: ``request.timeout``; the body:
+a short grace after the head), enforced on every socket operation by the session's
+connections (:mod:`.deadline`), so a server trickling its reply cannot stretch it. The
+request's headers (with the API key) live in the request only: never in ``repr``, results,
+log lines or exceptions.
 
 ``requests`` (about 100 ms to import) is loaded by the first request, never by
 ``import mosaic_telemetry``.
@@ -12,11 +15,11 @@ only: never in ``repr``, results, log lines or exceptions.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import _forksafe
 from .._exceptions import TransportError
@@ -27,11 +30,17 @@ from .seam import Headers, TransportRequest, TransportResponse
 
 if TYPE_CHECKING:
     import requests
+    import requests.adapters
 
-__all__ = ["RequestsTransport"]
+__all__ = ["RequestsTransport", "body_grace"]
 
 _READ_SIZE = 64 * 1024
 _DETAIL_CHARS = 300
+
+
+def body_grace(timeout: float) -> float:
+    """Seconds a reply whose head came in time still gets for its (normally tiny) body."""
+    return min(1.0, timeout / 4)
 
 
 def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -41,13 +50,22 @@ def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest
     return request
 
 
-def _set_socket_timeout(response: requests.Response, seconds: float) -> None:
-    """Best effort: bound the next socket read by what is left of the total deadline."""
-    # urllib3 2: a streamed reply holds its connection; a pooled or closed one has no socket.
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.settimeout(max(seconds, 0.001))
+@functools.cache
+def _adapter_class() -> type[requests.adapters.HTTPAdapter]:
+    """requests' adapter, with pools (direct and through an http proxy) of deadline sockets."""
+    import requests.adapters
+
+    from . import deadline
+
+    class DeadlineAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            deadline.bound_pools(self.poolmanager)
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            return deadline.bound_pools(super().proxy_manager_for(proxy, **kwargs))
+
+    return DeadlineAdapter
 
 
 class RequestsTransport:
@@ -60,6 +78,8 @@ class RequestsTransport:
 
         import requests  # noqa: F401
         import urllib3  # noqa: F401
+
+        from . import deadline  # noqa: F401
 
         self._verify = verify
         self._session: requests.Session | None = None
@@ -81,7 +101,11 @@ class RequestsTransport:
             if self._session is None or self._session_pid != pid:
                 # After fork the parent's pooled sockets must not be shared: the child
                 # abandons them (closing could disturb the parent's TLS state) and starts over.
-                self._session = requests.Session()
+                session = requests.Session()
+                adapter = _adapter_class()
+                session.mount("https://", adapter())
+                session.mount("http://", adapter())
+                self._session = session
                 self._session_pid = pid
             return self._session
 
@@ -112,53 +136,47 @@ class RequestsTransport:
             raise TransportError(detail) from exc
 
     def _exchange(self, request: TransportRequest) -> TransportResponse:
+        from . import deadline
+
         session = self._get_session()
         timeout = request.timeout
-        started = time.monotonic()
-        response = session.request(
-            request.method,
-            request.url,
-            data=request.content,
-            headers=dict(request.headers.items()),
-            timeout=(timeout, timeout),
-            allow_redirects=False,
-            stream=True,
-            verify=self._verify,
-            auth=_keep_headers,
-        )
-        try:
-            # The whole exchange gets about ``timeout``; a reply whose head came late still
-            # gets a short grace for its (normally tiny) body.
-            deadline = max(started + timeout, time.monotonic() + min(1.0, timeout / 4))
-            content = self._read_capped(response, deadline)
-            return TransportResponse(
-                status_code=response.status_code,
-                headers=Headers(dict(response.headers.items())),
-                content=content,
+        with deadline.bounded(time.monotonic() + timeout):
+            response = session.request(
+                request.method,
+                request.url,
+                data=request.content,
+                headers=dict(request.headers.items()),
+                timeout=(timeout, timeout),  # each socket operation gets what is left, no more
+                allow_redirects=False,
+                stream=True,
+                verify=self._verify,
+                auth=_keep_headers,
             )
-        finally:
-            response.close()  # an unread rest closes the connection instead of draining it
+            try:
+                # The head came in time; the body gets a short grace on top if it needs it.
+                deadline.extend(time.monotonic() + body_grace(timeout))
+                content = self._read_capped(response)
+                return TransportResponse(
+                    status_code=response.status_code,
+                    headers=Headers(dict(response.headers.items())),
+                    content=content,
+                )
+            finally:
+                response.close()  # an unread rest closes the connection instead of draining it
 
     @staticmethod
-    def _read_capped(response: requests.Response, deadline: float) -> bytes:
-        """Read at most MAX_REPLY_BYTES before ``deadline`` (what arrived by then, if less)."""
+    def _read_capped(response: requests.Response) -> bytes:
+        """Read at most MAX_REPLY_BYTES before the deadline (what arrived by then, if less)."""
         import http.client
 
         import urllib3
 
-        # read1 does one socket read per call, each bounded by the time left, so a server
-        # trickling bytes cannot stretch the exchange (iter_content's read() fills whole
-        # chunks and would reset the read timeout on every byte).
         chunks: list[bytes] = []
         size = 0
         limit = MAX_REPLY_BYTES
         try:
             while size <= limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                _set_socket_timeout(response, remaining)
-                chunk = response.raw.read1(min(_READ_SIZE, limit + 1 - size), decode_content=True)
+                chunk = response.raw.read(min(_READ_SIZE, limit + 1 - size), decode_content=True)
                 if not chunk:
                     break
                 chunks.append(chunk)

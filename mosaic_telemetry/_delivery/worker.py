@@ -8,8 +8,11 @@ stop event) and applies the plan ``policy.plan_batch`` makes of the reply. Nothi
 
 Clocks: every wait of this process (backoff, pauses, the stop deadline) is on ``monotonic``;
 ``clock`` (wall time) is used only for what other processes must read in the outbox (the
-shared pause, lease expiry), and a shared pause further ahead than any Retry-After we honour is
-taken for a clock step and ignored. No import happens on the worker thread: everything it
+shared pause, lease expiry, the backoff of unanswered rows). The shared pause is stored with
+the length it was set for, and each process obeys it for at most that long on its own
+monotonic clock from when it first saw it, so a wall clock stepped back cannot stretch it; a
+pause of an older file (no length) further ahead than any Retry-After we honour is taken for a
+clock step and ignored. No import happens on the worker thread: everything it
 runs is imported before the thread starts (a fork during an import on another thread leaves
 the child with a half-initialised module).
 """
@@ -90,6 +93,8 @@ class Worker:
         self._paused_until = 0.0  # after 401/403 and other refusals: nothing is sent before
         self._wake_at = float("inf")  # rows given back with a backoff become due then
         self._pause_seconds = FIRST_PAUSE_SECONDS
+        #: The shared pause as first seen: (its not_before in the file, our monotonic end).
+        self._shared_seen: tuple[float, float] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     @property
@@ -214,18 +219,43 @@ class Worker:
             self._stats.add("evicted", evicted)
 
     def _shared_wait(self, outbox: Outbox) -> float:
-        """Seconds until the shared pause ends; a pause beyond any we would set is a clock step."""
-        remaining = outbox.get_not_before() - self._clock()
-        if remaining > self._settings.max_shared_pause:
+        """Seconds until the shared pause ends for this process (monotonic, clamped).
+
+        A pause is obeyed for at most the length it was set for, from when this process first
+        saw it: a wall clock stepped back makes it look further ahead, never last longer.
+        """
+        until, seconds = outbox.get_pause()
+        remaining = until - self._clock()
+        if remaining <= 0:
+            self._shared_seen = None
+            return 0.0
+        now = self._mono()
+        seen = self._shared_seen
+        if seen is not None and seen[0] == until:
+            return max(0.0, seen[1] - now)
+        cap = self._settings.max_shared_pause
+        if seconds is None and remaining > cap:  # a file of an earlier build: no length stored
             self._log.warning(
                 "stale-pause",
                 "ignoring a stored sending pause %.0f s ahead (more than the %.0f s cap; the "
                 "wall clock was probably stepped back)",
                 remaining,
-                self._settings.max_shared_pause,
+                cap,
             )
             return 0.0
-        return max(0.0, remaining)
+        limit = cap if seconds is None else min(cap, max(0.0, seconds))
+        if remaining > limit + 1.0:
+            self._log.warning(
+                "stale-pause",
+                "a stored sending pause of %.0f s lies %.0f s ahead (the wall clock was "
+                "stepped back); waiting %.0f s",
+                limit,
+                remaining,
+                limit,
+            )
+        wait = min(remaining, limit)
+        self._shared_seen = (until, now + wait)
+        return wait
 
     def _drain(self, *, final: bool, forced: bool) -> None:
         """Send batches until the outbox is empty, a batch fails, or sending must wait."""
@@ -314,7 +344,9 @@ class Worker:
         outbox.release(self._owner, plan.release)
         if plan.next is Next.RETRY_LATER:
             if plan.shared_pause:
-                outbox.set_not_before(self._clock() + plan.shared_pause)
+                until = self._clock() + plan.shared_pause
+                outbox.set_not_before(until, plan.shared_pause)
+                self._shared_seen = (until, self._mono() + plan.shared_pause)
             text = (
                 f"server unavailable ({result.detail or result.status}); "
                 f"{len(rows)} events kept for the next cycle"

@@ -19,10 +19,11 @@ from __future__ import annotations
 from .leases import ClaimedRow, LeaseOwner, pid_is_alive
 from .outbox import SqliteOutbox
 from .reader import OutboxReader, OutboxStatus
-from .schema import COUNTER_NAMES, META_LAST_ERROR, SCHEMA_VERSION, TABLES
+from .schema import COUNTER_NAMES, MAX_ROW_DELAY_SECONDS, META_LAST_ERROR, SCHEMA_VERSION, TABLES
 
 __all__ = [
     "COUNTER_NAMES",
+    "MAX_ROW_DELAY_SECONDS",
     "META_LAST_ERROR",
     "SCHEMA_VERSION",
     "TABLES",

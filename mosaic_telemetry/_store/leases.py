@@ -17,6 +17,8 @@ from typing import Final
 
 import attrs
 
+from .schema import MAX_ROW_DELAY_SECONDS
+
 __all__ = [
     "ClaimedRow",
     "LeaseOwner",
@@ -37,7 +39,8 @@ SQL_CLAIM: Final = (
     "UPDATE events SET lease_owner = ?, lease_host = ?, lease_pid = ?, lease_expires_at = ?,"
     " attempts = attempts + 1"
     " WHERE id IN (SELECT id FROM events"
-    "  WHERE (lease_owner IS NULL OR lease_expires_at <= ?) AND next_attempt_at <= ?"
+    "  WHERE (lease_owner IS NULL OR lease_expires_at <= ?)"
+    "   AND (next_attempt_at <= ? OR next_attempt_at > ?)"
     "  ORDER BY id LIMIT ?)"
     " RETURNING id, event_id, body, attempts"
 )
@@ -133,8 +136,13 @@ def ids_json(ids: Sequence[int]) -> str:
 def claim(
     conn: sqlite3.Connection, owner: LeaseOwner, limit: int, expires: float, now: float
 ) -> list[ClaimedRow]:
-    """Inside a write transaction: lease up to ``limit`` eligible rows, oldest first."""
-    params = (owner.token, owner.host, owner.pid, expires, now, now, limit)
+    """Inside a write transaction: lease up to ``limit`` eligible rows, oldest first.
+
+    A row is due once ``next_attempt_at`` has passed, or when it lies more than
+    ``MAX_ROW_DELAY_SECONDS`` ahead (the wall clock was stepped back since it was released).
+    """
+    horizon = now + MAX_ROW_DELAY_SECONDS
+    params = (owner.token, owner.host, owner.pid, expires, now, now, horizon, limit)
     rows = conn.execute(SQL_CLAIM, params).fetchall()
     return sorted((ClaimedRow(*row) for row in rows), key=lambda r: r.row_id)
 

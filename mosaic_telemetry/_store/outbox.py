@@ -254,15 +254,21 @@ class SqliteOutbox:
 
     def get_not_before(self) -> float:
         """The shared pause: no sending before this epoch second (0 when none)."""
-        value = self.get_meta("not_before")
-        try:
-            return float(value) if value is not None else 0.0
-        except ValueError:
-            return 0.0
+        return self.get_pause()[0]
 
-    def set_not_before(self, when: float) -> None:
-        """Pause sending for every process sharing the file until ``when``."""
-        self.set_meta("not_before", repr(float(when)))
+    def get_pause(self) -> tuple[float, float | None]:
+        """The shared pause as ``(not_before, seconds it was set for)``; seconds may be None."""
+        with self._db.read("get_pause") as conn:
+            return state.get_pause(conn)
+
+    def set_not_before(self, when: float, seconds: float | None = None) -> None:
+        """Pause sending for every process sharing the file until ``when``.
+
+        ``seconds`` is how long that is from now: a reader whose clock was stepped back waits
+        at most that long, however far ahead ``when`` then lies.
+        """
+        with self._db.write("set_not_before") as conn:
+            state.set_pause(conn, when, seconds)
 
     def get_meta(self, key: str) -> str | None:
         """One value of the ``meta`` table."""

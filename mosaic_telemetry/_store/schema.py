@@ -9,7 +9,9 @@ File format (schema_version 1), plain SQLite in WAL mode, readable with ``sqlite
       body             TEXT NOT NULL                       the event as JSON text
       enqueued_at      REAL NOT NULL                       epoch seconds when tracked
       attempts         INTEGER NOT NULL DEFAULT 0          claims so far
-      next_attempt_at  REAL NOT NULL DEFAULT 0             not claimed before this epoch second
+      next_attempt_at  REAL NOT NULL DEFAULT 0             not claimed before this epoch second;
+                                                          one more than MAX_ROW_DELAY_SECONDS
+                                                          ahead is a clock stepped back: due
       lease_owner      TEXT                                token of the sender holding it, or NULL
       lease_host       TEXT                                that sender's host name
       lease_pid        INTEGER                             that sender's process id
@@ -26,6 +28,8 @@ File format (schema_version 1), plain SQLite in WAL mode, readable with ``sqlite
       mode            "real" or "dry_run"   a client of the other mode refuses the file
       created_at      epoch seconds
       not_before      epoch seconds: no sending before (a shared Retry-After pause)
+      not_before_seconds  the length of that pause when it was set: a reader waits at most
+                      this long, however far ahead not_before lies (a clock stepped back)
       removed_count   rows ever removed from events (delivered, dead-lettered, evicted, purged)
       removed_max_id  the highest id ever removed from events
       counter_<name>  persisted counters: delivered, duplicates, dead, evicted, retried, dry_run
@@ -61,6 +65,7 @@ from .._exceptions import OutboxError
 
 __all__ = [
     "COUNTER_NAMES",
+    "MAX_ROW_DELAY_SECONDS",
     "META_LAST_ERROR",
     "PROTECTED_META",
     "SCHEMA_VERSION",
@@ -83,6 +88,11 @@ META_SCHEMA_VERSION: Final = "schema_version"
 META_MODE: Final = "mode"
 META_SERVER_URL: Final = "server_url"
 META_NOT_BEFORE: Final = "not_before"
+META_NOT_BEFORE_SECONDS: Final = "not_before_seconds"
+#: No row is held back longer than this (the longest backoff delivery sets): a row whose
+#: ``next_attempt_at`` lies further ahead was released before the wall clock was stepped back,
+#: and is claimable at once instead of frozen until the clock catches up.
+MAX_ROW_DELAY_SECONDS: Final = 300.0
 COUNTER_PREFIX: Final = "counter_"
 #: Meta keys only the outbox itself writes.
 PROTECTED_META: Final = frozenset(

@@ -14,6 +14,8 @@ from typing import Any, Final
 from .schema import (
     COUNTER_NAMES,
     COUNTER_PREFIX,
+    META_NOT_BEFORE,
+    META_NOT_BEFORE_SECONDS,
     SQL_DEAD_COUNT,
     SQL_GET_DEAD,
     SQL_GET_EVENT,
@@ -33,6 +35,7 @@ __all__ = [
     "dead_count",
     "event_ids_starting_with",
     "get_meta",
+    "get_pause",
     "get_row",
     "leased_count",
     "list_rows",
@@ -43,6 +46,7 @@ __all__ = [
     "rows_as_dicts",
     "save_prediction",
     "set_meta",
+    "set_pause",
 ]
 
 #: The states :func:`list_rows` can select; "dead" reads the dead-letter table.
@@ -123,6 +127,38 @@ def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
 def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     """Set one value of the ``meta`` table."""
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
+def get_pause(conn: sqlite3.Connection) -> tuple[float, float | None]:
+    """The shared pause: ``(not_before, seconds)``; ``(0.0, None)`` when none.
+
+    ``seconds`` is the length the pause was set for, None in files of earlier builds (a plain
+    epoch float only).
+    """
+    rows = dict(
+        conn.execute(
+            "SELECT key, value FROM meta WHERE key IN (?, ?)",
+            (META_NOT_BEFORE, META_NOT_BEFORE_SECONDS),
+        ).fetchall()
+    )
+    until = _number(rows.get(META_NOT_BEFORE)) or 0.0
+    return until, _number(rows.get(META_NOT_BEFORE_SECONDS))
+
+
+def set_pause(conn: sqlite3.Connection, until: float, seconds: float | None) -> None:
+    """Set the shared pause to ``until``, set for ``seconds`` (None: unknown)."""
+    set_meta(conn, META_NOT_BEFORE, repr(float(until)))
+    if seconds is None:
+        conn.execute("DELETE FROM meta WHERE key = ?", (META_NOT_BEFORE_SECONDS,))
+    else:
+        set_meta(conn, META_NOT_BEFORE_SECONDS, repr(float(seconds)))
 
 
 def list_rows(

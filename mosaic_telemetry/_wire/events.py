@@ -38,10 +38,19 @@ def event_to_json(event: TaskCompletionEvent) -> str:
     """The compact JSON text stored in the outbox and sent as is.
 
     Exactly ``json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False)``.
-    Raises ValueError for a float that JSON cannot carry (NaN, infinity), which a frozen event
-    can only hold when someone bypassed its validation (``object.__setattr__``).
+    Raises EventValidationError naming the field for a value JSON cannot carry (NaN, infinity)
+    or of the wrong type, which a frozen event can only hold when someone bypassed its
+    validation (``object.__setattr__``).
     """
-    return _event_json_writer()(event)
+    try:
+        return _event_json_writer()(event)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # The slow path, only for a broken event: name the field(s) and the rule.
+        values = {name: getattr(event, name, None) for name in EVENT_FIELDS}
+        problems = check_event_fields(values)
+        if problems:
+            raise EventValidationError(problems) from exc
+        raise
 
 
 def _finite_float(value: float) -> str:
