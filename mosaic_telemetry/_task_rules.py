@@ -1,0 +1,77 @@
+"""What the end of a task block decides, as pure functions: duration, outcome, estimates.
+
+Kept apart from the recorder so each rule is tested without a client, a clock or a server.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import sys
+
+from ._enums import Outcome
+from ._models import MAX_COST_MICROS, MAX_DURATION_MS, MAX_TOKENS, PredictionResponse
+
+__all__ = ["duration_ms", "medians", "outcome_for"]
+
+
+def duration_ms(started: float, ended: float) -> int:
+    """Milliseconds between two monotonic readings, within the schema's 0..24 h.
+
+    A clock that steps back (an injected one may) gives 0; a task longer than 24 h is sent as
+    24 h rather than not at all.
+    """
+    elapsed = (ended - started) * 1000.0
+    if math.isnan(elapsed):
+        return 0
+    return round(min(max(elapsed, 0.0), float(MAX_DURATION_MS)))
+
+
+def medians(prediction: PredictionResponse | None) -> dict[str, int]:
+    """``estimated_in``, ``estimated_out`` and cost ``estimated`` from a prediction's medians.
+
+    Values are clamped to the schema's bounds, so a server's odd median never makes the task's
+    event invalid; a prediction without data gives nothing.
+    """
+    data = prediction.prediction if prediction is not None else None
+    if data is None:
+        return {}
+    raw = {
+        "estimated_in": (data.input_tokens.median, MAX_TOKENS),
+        "estimated_out": (data.output_tokens.median, MAX_TOKENS),
+        "estimated": (data.cost_usd_micros.get("median"), MAX_COST_MICROS),
+    }
+    found = {}
+    for name, (value, cap) in raw.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            found[name] = max(0, min(round(value), cap))
+    return found
+
+
+def _timeout_types() -> tuple[type[BaseException], ...]:
+    # Before 3.11 asyncio and concurrent.futures have TimeoutErrors of their own. Importing
+    # them here would slow `import mosaic_telemetry`; a module nobody imported raised nothing.
+    kinds: list[type[BaseException]] = [TimeoutError]
+    for module in ("asyncio", "concurrent.futures"):
+        kind = getattr(sys.modules.get(module), "TimeoutError", None)
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            kinds.append(kind)
+    return tuple(kinds)
+
+
+def outcome_for(exc: BaseException | None) -> Outcome:
+    """Success without an exception (or on ``SystemExit(0)``), timeout on one, else failure.
+
+    An exception group is a timeout when every exception in it is one.
+    """
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+        return Outcome.SUCCESS
+    kinds = _timeout_types()
+    if isinstance(exc, kinds):
+        return Outcome.TIMEOUT
+    group = getattr(builtins, "BaseExceptionGroup", None)
+    if group is not None and isinstance(exc, group):
+        _timeouts, rest = exc.split(lambda e: isinstance(e, kinds))
+        if rest is None:
+            return Outcome.TIMEOUT
+    return Outcome.FAILURE
