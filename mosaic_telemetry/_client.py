@@ -32,7 +32,8 @@ from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
 from ._predictions import PredictionCache
 from ._prefetch import PredictionPrefetcher
 from ._store import SqliteOutbox
-from ._task import TaskRecorder, TaskSpec, TaskSupport, tracked
+from ._task import TaskRecorder, TaskSupport, tracked
+from ._task_rules import TaskSpec
 from ._wire.events import event_to_json
 
 if TYPE_CHECKING:

@@ -27,20 +27,21 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast
 import attrs
 
 from ._builder import EventBuilder
-from ._enums import Complexity, Harness, Outcome, Provider, QualityGate, RepoSizeCategory, TaskType
+from ._enums import Outcome, QualityGate
 from ._exceptions import EventValidationError
 from ._log import RateLimitedLogger
 from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
 from ._prefetch import PredictionPrefetcher
-from ._task_rules import duration_ms, medians, outcome_for
+from ._task_rules import (
+    CONTEXT_DEFAULTS,
+    ESTIMATE_FIELDS,
+    TaskSpec,
+    duration_ms,
+    medians,
+    outcome_for,
+)
 
-__all__ = [
-    "TaskHost",
-    "TaskRecorder",
-    "TaskSpec",
-    "TaskSupport",
-    "tracked",
-]
+__all__ = ["TaskHost", "TaskRecorder", "TaskSupport", "tracked"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,8 +50,16 @@ R = TypeVar("R")
 _CURRENT: contextvars.ContextVar[TaskRecorder | None] = contextvars.ContextVar(
     "mosaic_telemetry_task", default=None
 )
-#: What a task sends for context it did not report: the schema has no null for these.
-_CONTEXT_DEFAULTS: dict[str, Any] = {"compactions": 0, "rotations": 0, "utilization": 0.0}
+#: Event field -> (EventBuilder setter, its keyword) of the values a task may leave unset.
+_UNSET_FIELDS: dict[str, tuple[str, str]] = {
+    "estimated_input_tokens": ("tokens", "estimated_in"),
+    "estimated_output_tokens": ("tokens", "estimated_out"),
+    "estimated_cost_usd_micros": ("cost", "estimated"),
+    "context_compactions": ("context", "compactions"),
+    "context_rotations": ("context", "rotations"),
+    "context_utilization_final": ("context", "utilization"),
+    "quality_gates_run": ("quality", "gates_run"),
+}
 
 
 class _Unset:
@@ -67,31 +76,6 @@ class TaskHost(Protocol):
     def track(self, event: TaskCompletionEvent) -> None: ...
 
     def get_prediction(self, query: PredictionQuery) -> PredictionResponse | None: ...
-
-
-@attrs.frozen(kw_only=True)
-class TaskSpec:
-    """What is known when a task starts; strings are read by ``build()`` like the builder's."""
-
-    task_type: TaskType | str
-    model: str
-    provider: Provider | str
-    harness: Harness | str
-    complexity: Complexity | str
-    language: str | None = None
-    repo_size: RepoSizeCategory | str | None = None
-
-    def query(self) -> PredictionQuery | None:
-        """The prediction query of this task, or None when a value cannot be one."""
-        try:
-            return PredictionQuery(
-                task_type=self.task_type,
-                model=self.model,
-                provider=self.provider,
-                complexity=self.complexity,
-            )
-        except (TypeError, ValueError):
-            return None  # build() names the bad field when the block ends
 
 
 @attrs.define(kw_only=True)
@@ -333,23 +317,16 @@ class TaskRecorder:
         builder.duration_ms(duration_ms(self._started, ended))
         if "outcome_value.value" not in given:
             builder.outcome_value(outcome_for(exc))
-        estimate = medians(
-            self._prediction or self._support.cached(self._query)
-        )  # or: fetched since
-        builder.tokens(
-            **{
-                k: estimate.get(k, 0)
-                for k in ("estimated_in", "estimated_out")
-                if f"tokens.{k}" not in given
-            }
-        )
-        if "cost.estimated" not in given:
-            builder.cost(estimated=estimate.get("estimated", 0))
-        builder.context(
-            **{k: v for k, v in _CONTEXT_DEFAULTS.items() if f"context.{k}" not in given}
-        )
-        if "quality.gates_run" not in given:
-            builder.quality(gates_run=())
+        prediction = self._prediction or self._support.cached(self._query)  # or: fetched since
+        defaults = {
+            **dict.fromkeys(ESTIMATE_FIELDS, 0),
+            **medians(prediction),
+            **CONTEXT_DEFAULTS,
+            "quality_gates_run": (),
+        }
+        for field, (setter, keyword) in _UNSET_FIELDS.items():
+            if f"{setter}.{keyword}" not in given:
+                getattr(builder, setter)(**{keyword: defaults[field]})
         return builder.build()
 
 

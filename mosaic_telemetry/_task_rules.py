@@ -1,6 +1,9 @@
-"""What the end of a task block decides, as pure functions: duration, outcome, estimates.
+"""The plain values and rules of a task: its kind, and what its end decides.
 
-Kept apart from the recorder so each rule is tested without a client, a clock or a server.
+``TaskSpec`` is what is known when a task starts; the functions decide the duration, the
+outcome and the estimates when it ends. Kept apart from the recorder (``_task.py``) so each
+rule is tested without a client, a clock or a server, and shared with ``mosaic-telemetry
+track``.
 """
 
 from __future__ import annotations
@@ -9,10 +12,60 @@ import builtins
 import math
 import sys
 
-from ._enums import Outcome
-from ._models import MAX_COST_MICROS, MAX_DURATION_MS, MAX_TOKENS, PredictionResponse
+import attrs
 
-__all__ = ["duration_ms", "medians", "outcome_for"]
+from ._enums import Complexity, Harness, Outcome, Provider, RepoSizeCategory, TaskType
+from ._models import (
+    MAX_COST_MICROS,
+    MAX_DURATION_MS,
+    MAX_TOKENS,
+    PredictionQuery,
+    PredictionResponse,
+)
+
+__all__ = [
+    "CONTEXT_DEFAULTS",
+    "ESTIMATE_FIELDS",
+    "TaskSpec",
+    "duration_ms",
+    "medians",
+    "outcome_for",
+]
+
+#: What an event carries for context nobody reported: the schema has no null for these, so
+#: 0, 0, 0.0 means "not reported" (docs/agents.md).
+CONTEXT_DEFAULTS: dict[str, int | float] = {
+    "context_compactions": 0,
+    "context_rotations": 0,
+    "context_utilization_final": 0.0,
+}
+#: The estimate fields; 0 in one of them means "no estimate was available".
+ESTIMATE_FIELDS = ("estimated_input_tokens", "estimated_output_tokens", "estimated_cost_usd_micros")
+
+
+@attrs.frozen(kw_only=True)
+class TaskSpec:
+    """What is known when a task starts; strings are read by ``build()`` like the builder's."""
+
+    task_type: TaskType | str
+    model: str
+    provider: Provider | str
+    harness: Harness | str
+    complexity: Complexity | str
+    language: str | None = None
+    repo_size: RepoSizeCategory | str | None = None
+
+    def query(self) -> PredictionQuery | None:
+        """The prediction query of this task, or None when a value cannot be one."""
+        try:
+            return PredictionQuery(
+                task_type=self.task_type,
+                model=self.model,
+                provider=self.provider,
+                complexity=self.complexity,
+            )
+        except (TypeError, ValueError):
+            return None  # build() names the bad field when the block ends
 
 
 def duration_ms(started: float, ended: float) -> int:
@@ -28,7 +81,7 @@ def duration_ms(started: float, ended: float) -> int:
 
 
 def medians(prediction: PredictionResponse | None) -> dict[str, int]:
-    """``estimated_in``, ``estimated_out`` and cost ``estimated`` from a prediction's medians.
+    """The estimate fields (by event field name) a prediction's medians give.
 
     Values are clamped to the schema's bounds, so a server's odd median never makes the task's
     event invalid; a prediction without data gives nothing.
@@ -37,9 +90,9 @@ def medians(prediction: PredictionResponse | None) -> dict[str, int]:
     if data is None:
         return {}
     raw = {
-        "estimated_in": (data.input_tokens.median, MAX_TOKENS),
-        "estimated_out": (data.output_tokens.median, MAX_TOKENS),
-        "estimated": (data.cost_usd_micros.get("median"), MAX_COST_MICROS),
+        "estimated_input_tokens": (data.input_tokens.median, MAX_TOKENS),
+        "estimated_output_tokens": (data.output_tokens.median, MAX_TOKENS),
+        "estimated_cost_usd_micros": (data.cost_usd_micros.get("median"), MAX_COST_MICROS),
     }
     found = {}
     for name, (value, cap) in raw.items():

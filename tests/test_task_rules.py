@@ -58,9 +58,9 @@ _METADATA = PredictionMetadata(sample_size=10, fallback_level=0, confidence="hig
 def test_medians_of_a_prediction() -> None:
     """Input, output and cost medians become the three estimates."""
     assert medians(_answer()) == {
-        "estimated_in": 110_000,
-        "estimated_out": 38_000,
-        "estimated": 910_000,
+        "estimated_input_tokens": 110_000,
+        "estimated_output_tokens": 38_000,
+        "estimated_cost_usd_micros": 910_000,
     }
 
 
@@ -73,4 +73,7 @@ def test_medians_without_a_prediction_or_data_are_empty() -> None:
 def test_medians_are_clamped_and_a_missing_cost_median_is_left_out() -> None:
     """Out-of-range medians are clamped; a cost mapping without "median" gives no cost."""
     answer = _answer(input_median=10**12, output_median=-3, cost={"p90": 5})
-    assert medians(answer) == {"estimated_in": 10_000_000, "estimated_out": 0}
+    assert medians(answer) == {
+        "estimated_input_tokens": 10_000_000,
+        "estimated_output_tokens": 0,
+    }
