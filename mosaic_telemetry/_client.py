@@ -465,6 +465,7 @@ class TelemetryClient:
         outbox = self._outbox
         result.update(
             pending=self.queue_size,
+            held_in_memory=len(self._handoff),
             oldest_pending_age_seconds=None,
             dead=0,
             durable=bool(getattr(outbox, "durable", False)),
