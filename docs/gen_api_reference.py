@@ -30,7 +30,7 @@ docstrings by `python docs/gen_api_reference.py`; a test keeps them in step.
 
 SECTIONS = [
     ("Client and configuration", ["TelemetryClient", "TelemetryConfig", "FlushResult"]),
-    ("Events", ["EventBuilder", "TaskCompletionEvent"]),
+    ("Events", ["EventBuilder", "TaskCompletionEvent", "TaskRecorder"]),
     ("Transport seam", ["Transport", "TransportRequest", "TransportResponse"]),
     (
         "Predictions",

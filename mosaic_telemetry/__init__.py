@@ -40,6 +40,7 @@ from ._models import (
     TaskCompletionEvent,
     TokenDistribution,
 )
+from ._task import TaskRecorder
 
 __all__ = [
     "Complexity",
@@ -61,6 +62,7 @@ __all__ = [
     "QualityPrediction",
     "RepoSizeCategory",
     "TaskCompletionEvent",
+    "TaskRecorder",
     "TaskType",
     "TelemetryClient",
     "TelemetryConfig",

@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import attrs
 
@@ -25,11 +25,15 @@ from ._delivery.handoff import Handoff
 from ._delivery.ports import Outbox, Sender
 from ._delivery.seam import Transport
 from ._delivery.stats import FlushResult, Stats, WorkerSettings
+from ._enums import Complexity, Harness, Provider, RepoSizeCategory, TaskType
 from ._exceptions import OutboxBusyError, OutboxError
 from ._log import RateLimitedLogger, logger
 from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
 from ._predictions import PredictionCache
+from ._prefetch import PredictionPrefetcher
 from ._store import SqliteOutbox
+from ._task import TaskRecorder, TaskSupport, tracked
+from ._task_rules import TaskSpec
 from ._wire.events import event_to_json
 
 if TYPE_CHECKING:
@@ -39,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["TelemetryClient"]
 
 _CLIENTS: weakref.WeakSet[TelemetryClient] = weakref.WeakSet()
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class TelemetryClient:
@@ -58,7 +64,7 @@ class TelemetryClient:
         self._clock = clock
         self._monotonic = monotonic
         self._transport = transport
-        self._log = RateLimitedLogger()
+        self._log = RateLimitedLogger(clock=monotonic)  # its interval is a wait, too
         self._lock = threading.RLock()
         self._stats = Stats()
         self._enabled = bool(config.enabled)
@@ -87,6 +93,20 @@ class TelemetryClient:
             clock=clock,
             store=self._outbox if isinstance(self._outbox, SqliteOutbox) else None,
             log=self._log,
+        )
+        fetch = self._enabled and not config.dry_run
+        self._tasks = TaskSupport(
+            host=self,
+            instance_id=config.instance_id,
+            enabled=self._enabled,
+            count=lambda name: self._stats.add(name),
+            log=self._log,
+            monotonic=monotonic,
+            prefetcher=PredictionPrefetcher(
+                self.refresh_predictions_sync, monotonic=monotonic, log=self._log
+            )
+            if fetch
+            else None,
         )
         if not self._enabled:
             return
@@ -445,6 +465,7 @@ class TelemetryClient:
         outbox = self._outbox
         result.update(
             pending=self.queue_size,
+            held_in_memory=len(self._handoff),
             oldest_pending_age_seconds=None,
             dead=0,
             durable=bool(getattr(outbox, "durable", False)),
@@ -461,6 +482,60 @@ class TelemetryClient:
             except OutboxError as exc:
                 result["last_error"] = str(exc)
         return result
+
+    # --- tasks --------------------------------------------------------------------------------
+    def task(
+        self,
+        task_type: TaskType | str,
+        *,
+        model: str,
+        provider: Provider | str,
+        harness: Harness | str,
+        complexity: Complexity | str,
+        language: str | None = None,
+        repo_size: RepoSizeCategory | str | None = None,
+    ) -> TaskRecorder:
+        """A ``with`` / ``async with`` block that times one task and tracks it when it ends.
+
+        See docs/agents.md: the outcome, duration and estimates are filled in, the block's
+        exception propagates unchanged, and telemetry never raises out of the block.
+        """
+        spec = TaskSpec(
+            task_type=task_type,
+            model=model,
+            provider=provider,
+            harness=harness,
+            complexity=complexity,
+            language=language,
+            repo_size=repo_size,
+        )
+        return TaskRecorder(self._tasks, spec)
+
+    def tracked(
+        self,
+        task_type: TaskType | str,
+        *,
+        model: str,
+        provider: Provider | str,
+        harness: Harness | str,
+        complexity: Complexity | str,
+        language: str | None = None,
+        repo_size: RepoSizeCategory | str | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """A decorator: each call of the function (sync or async) runs in ``client.task(...)``.
+
+        Inside, ``TaskRecorder.current()`` is that call's recorder.
+        """
+        spec = TaskSpec(
+            task_type=task_type,
+            model=model,
+            provider=provider,
+            harness=harness,
+            complexity=complexity,
+            language=language,
+            repo_size=repo_size,
+        )
+        return tracked(self._tasks, spec)
 
     # --- predictions ----------------------------------------------------------------------------
     def get_prediction(self, query: PredictionQuery) -> PredictionResponse | None:

@@ -31,6 +31,7 @@ PUBLIC = {
     "QualityPrediction",
     "RepoSizeCategory",
     "TaskCompletionEvent",
+    "TaskRecorder",
     "TaskType",
     "TelemetryClient",
     "TelemetryConfig",

@@ -9,6 +9,8 @@ Thin over the library, stdlib ``argparse`` only::
     predict                        ask the server for a prediction
     doctor                         check config, outbox file, disk and server
     demo                           track into a temp outbox, deliver to a loopback server
+    track                          write an event from flags or JSON on stdin (sends nothing)
+    send [--follow]                deliver the outbox once, or until SIGTERM/SIGINT
 
 Each command group is one module with ``register(commands, common)``, listed in
 :data:`COMMANDS`; adding a command is one import and one entry there. Importing this package
@@ -29,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, Protocol, TextIO, cast
 
-from . import demo, doctor, flush, outbox, predict, status
+from . import demo, doctor, flush, outbox, predict, send, status, track
 from .format import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -51,7 +53,16 @@ class _CommandModule(Protocol):
 
 
 #: The command modules, in the order ``--help`` lists them.
-COMMANDS: Final[tuple[_CommandModule, ...]] = (status, outbox, flush, predict, doctor, demo)
+COMMANDS: Final[tuple[_CommandModule, ...]] = (
+    status,
+    outbox,
+    flush,
+    predict,
+    doctor,
+    demo,
+    track,
+    send,
+)
 
 
 class _Version(argparse.Action):
