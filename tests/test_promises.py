@@ -357,6 +357,20 @@ def test_dry_run_sends_nothing_even_after_a_restart_without_it(
     assert server.requests == []
 
 
+def test_dry_run_counts_as_dry_run_never_as_delivered(
+    server: FakeTelemetryServer, make_config: Config
+) -> None:
+    """flush() and stats() report dry-run events as dry_run, with delivered 0 (issue 10 §5)."""
+    with TelemetryClient(make_config(dry_run=True)) as client:
+        for event in make_events(4):
+            client.track(event)
+        result = client.flush(timeout=10)
+        stats = client.stats()
+    assert (result.delivered, result.dry_run, result.remaining) == (0, 4, 0)
+    assert (stats["delivered"], stats["dry_run"], stats["tracked"]) == (0, 4, 4)
+    assert server.requests == []
+
+
 # --- promise 9: plain SQLite, readable JSON ---------------------------------------------------
 def test_outbox_is_plain_sqlite_with_json_text(make_config: Config, outbox_path: Path) -> None:
     """sqlite3 can read the outbox: events as JSON text, the schema version in meta."""
