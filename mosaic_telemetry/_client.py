@@ -446,7 +446,7 @@ class TelemetryClient:
             remaining=self.queue_size,
             dead_lettered=after.dead_lettered - before.dead_lettered,
             timed_out=not finished,
-            dry_run=after.dry_run - before.dry_run,
+            dry_run=after.dry_run_skipped - before.dry_run_skipped,
         )
 
     @property

@@ -318,7 +318,7 @@ def test_a_dry_run_sends_nothing_and_counts_dry_run(rig: Rig) -> None:
     rig.cycle()
     assert (rig.sent, rig.outbox.pending_count()) == (0, 0)
     snap = rig.stats.snapshot()
-    assert (snap.delivered, snap.dry_run) == (0, 3)
+    assert (snap.delivered, snap.dry_run_skipped) == (0, 3)
     assert rig.outbox.counters()["dry_run"] == 3
 
 

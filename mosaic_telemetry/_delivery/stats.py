@@ -22,7 +22,7 @@ COUNTERS = (
     "retried",
     "dead_lettered",
     "evicted",
-    "dry_run",
+    "dry_run_skipped",
     "handed_off",
     "lost",
     "invalid",
@@ -51,7 +51,8 @@ class StatsSnapshot:
     retried: int = 0
     dead_lettered: int = 0
     evicted: int = 0
-    dry_run: int = 0
+    #: Events a dry-run client took out of its outbox without sending them.
+    dry_run_skipped: int = 0
     handed_off: int = 0
     lost: int = 0
     invalid: int = 0

@@ -371,7 +371,7 @@ class Worker:
             outbox.ack(plan.delivered, plan.duplicates, dry_run=plan.dry_run)
             self._stats.add("delivered", len(plan.delivered))
             self._stats.add("duplicates", len(plan.duplicates))
-            self._stats.add("dry_run", len(plan.dry_run))
+            self._stats.add("dry_run_skipped", len(plan.dry_run))
             logger.info(
                 "sent a batch of %d events: %d accepted, %d duplicates, %d rejected",
                 len(rows),
