@@ -109,6 +109,15 @@ class _CutWriter:
     def flush(self) -> None:
         self._target.flush()
 
+    # socketserver's finish() flushes and closes wfile; without these it raised AttributeError
+    # after every cut reply (logged at DEBUG) and left the real writer to the GC.
+    @property
+    def closed(self) -> bool:
+        return bool(self._target.closed)
+
+    def close(self) -> None:
+        self._target.close()
+
 
 class LoopbackHTTPServer(ThreadingHTTPServer):
     """One run of the fake: listening socket, handler threads, open connections, stop flag."""
