@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mosaic_telemetry.testing import ScriptedReply, oracle
-from mosaic_telemetry.testing.replies import scripted_body, stores_events
+from mosaic_telemetry.testing import RecordedRequest, ScriptedReply, oracle
+from mosaic_telemetry.testing.replies import PARSE_BODY, scripted_body, stores_events
 
 VERDICTS = oracle.Reply(202, {"accepted": 1, "rejected": 0, "results": ["..."]})
 INVALID = [{"loc": ["body", "events", 0, "model"], "msg": "bad", "type": "value_error"}]
@@ -72,3 +72,27 @@ def test_scripted_bodies() -> None:
     assert scripted_body(ScriptedReply(status=503), refused, predictions) == {
         "detail": "Service Unavailable (scripted)"
     }
+
+
+def record(body: bytes, json: object = PARSE_BODY) -> RecordedRequest:
+    """A recorded POST of ``body``."""
+    return RecordedRequest("POST", "/", {}, body, json, 202, 0.0)
+
+
+def test_recorded_json_is_parsed_from_the_body_once() -> None:
+    """json is read from the body on first access and kept; a body that is not JSON is None."""
+    recorded = record(b'{"events": [1]}')
+
+    first = recorded.json
+    first["events"].append(2)
+
+    assert recorded.json is first
+    assert recorded.json == {"events": [1, 2]}
+    assert record(b"\xff not json").json is None
+    assert record(b"").json is None
+
+
+def test_recorded_json_given_explicitly_is_kept() -> None:
+    """A RecordedRequest built with json=... returns that value, as before the lazy parse."""
+    assert record(b"ignored", json={"given": True}).json == {"given": True}
+    assert record(b"{}", json=None).json is None

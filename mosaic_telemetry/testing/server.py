@@ -13,6 +13,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import attrs
@@ -20,7 +21,13 @@ import attrs
 from .. import PredictionQuery, PredictionResponse
 from . import oracle, predictions
 from .http import Incoming, LoopbackHTTPServer, Plan
-from .replies import RecordedRequest, ScriptedReply, scripted_body, stores_events
+from .replies import (
+    PARSE_BODY,
+    RecordedRequest,
+    ScriptedReply,
+    scripted_body,
+    stores_events,
+)
 
 __all__ = ["FakeTelemetryServer"]
 
@@ -32,6 +39,19 @@ def _parse_json(body: bytes) -> tuple[bool, Any]:
         return True, json.loads(body)
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return False, None
+
+
+_NORMAL = ScriptedReply()  # the plan of a request answered normally: no delay, drop or hang
+
+
+def _copy_valid(event: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of an event the oracle found valid, whose only containers are the two gate
+    lists of strings: 30x faster than ``copy.deepcopy``, which took a third of the server's
+    time (benchmarks/fake_server.py)."""
+    copied = dict(event)
+    copied["quality_gates_run"] = list(event["quality_gates_run"])
+    copied["quality_gates_failed"] = list(event["quality_gates_failed"])
+    return copied
 
 
 def _encode(body: Any) -> bytes:
@@ -175,7 +195,7 @@ class FakeTelemetryServer:
     def events(self) -> list[dict[str, Any]]:
         """Stored events, once per ``event_id``, in arrival order (a deep copy)."""
         with self._lock:
-            return copy.deepcopy(self._events)
+            return [_copy_valid(event) for event in self._events]
 
     @property
     def event_ids_received(self) -> list[str]:
@@ -231,27 +251,27 @@ class FakeTelemetryServer:
                 normal = self._predictions_reply(incoming, ok_json, payload)
         if script is None:
             status, body, headers = normal.status, normal.body, dict(normal.headers)
+            script = _NORMAL
         else:
             status, body = script.status, scripted_body(script, normal, incoming.path)
             headers = dict(script.headers)
+        reply = _encode(body)
         record = RecordedRequest(
             method=incoming.method,
             path=incoming.path,
             headers=incoming.headers,
             body=incoming.body,
-            json=payload if ok_json else None,
-            status=0 if script is not None and (script.drop or script.hang) else status,
+            json=PARSE_BODY,
+            status=0 if script.drop or script.hang else status,
             at=incoming.at,
         )
         with self._changed:
             self._requests.append(record)
             index = len(self._requests) - 1
             self._changed.notify_all()
-        if script is None:
-            return Plan(status, _encode(body), headers)
         return Plan(
             status,
-            _encode(body),
+            reply,
             headers,
             delay=script.delay,
             drop=script.drop,
@@ -280,7 +300,8 @@ class FakeTelemetryServer:
         events = oracle.batch_events(ok_json, payload)
         if isinstance(events, oracle.Reply):
             return events
-        problems = [oracle.event_problems(event) for event in events]
+        now = datetime.now(timezone.utc)
+        problems = [oracle.event_problems(event, now) for event in events]
         with self._changed:
             judgement = oracle.judge(
                 events, problems, self._stored_ids, refuse_invalid=self._refuse_invalid
@@ -288,7 +309,7 @@ class FakeTelemetryServer:
             if commit:
                 for key, event in judgement.new:
                     self._stored_ids.add(key)
-                    self._events.append(copy.deepcopy(event))
+                    self._events.append(event)  # parsed for this request only: no copy needed
             self._changed.notify_all()
         return judgement.reply
 
