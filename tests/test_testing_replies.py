@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mosaic_telemetry.testing import RecordedRequest, ScriptedReply, oracle
-from mosaic_telemetry.testing.replies import PARSE_BODY, scripted_body, stores_events
+from mosaic_telemetry.testing.replies import PARSE_BODY, Faults, scripted_body, stores_events
 
 VERDICTS = oracle.Reply(202, {"accepted": 1, "rejected": 0, "results": ["..."]})
 INVALID = [{"loc": ["body", "events", 0, "model"], "msg": "bad", "type": "value_error"}]
@@ -96,3 +96,34 @@ def test_recorded_json_given_explicitly_is_kept() -> None:
     """A RecordedRequest built with json=... returns that value, as before the lazy parse."""
     assert record(b"ignored", json={"given": True}).json == {"given": True}
     assert record(b"{}", json=None).json is None
+
+
+def test_faults_fail_only_events_batches_and_repeat_with_a_seed() -> None:
+    """fail_rate draws 503s for events batches only; the same seed draws the same ones."""
+    never, always = Faults(fail_rate=0.0), Faults(fail_rate=1.0)
+    assert never.draw(oracle.EVENTS_PATH) is None
+    failure = always.draw(oracle.EVENTS_PATH)
+    assert failure is not None and failure.status == 503 and not stores_events(failure)
+    assert always.draw(oracle.PREDICTIONS_PATH) is None
+
+    def run(seed: int) -> list[bool]:
+        faults = Faults(fail_rate=0.5, seed=seed)
+        return [faults.draw(oracle.EVENTS_PATH) is not None for _ in range(200)]
+
+    assert run(7) == run(7)
+    assert 50 < sum(run(7)) < 150
+
+
+@pytest.mark.parametrize(
+    ("latency", "fail_rate", "named"),
+    [
+        (-1.0, 0.0, "latency"),
+        (float("inf"), 0.0, "latency"),
+        (0, 1.5, "fail_rate"),
+        (0, -0.1, "fail_rate"),
+    ],
+)
+def test_faults_refuse_impossible_settings(latency: float, fail_rate: float, named: str) -> None:
+    """A negative or infinite latency, or a fail rate outside 0..1, is refused by name."""
+    with pytest.raises(ValueError, match=named):
+        Faults(latency=latency, fail_rate=fail_rate)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import random
+import threading
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -13,6 +16,7 @@ from . import oracle
 
 __all__ = [
     "PARSE_BODY",
+    "Faults",
     "RecordedRequest",
     "ScriptedReply",
     "scripted_body",
@@ -63,7 +67,8 @@ class RecordedRequest:
 
     ``headers`` look up case-insensitively; ``body`` is decompressed (``b""`` when it was
     refused for its size); ``json`` is None unless the body is JSON; ``status`` is 0 when the
-    connection was dropped or left hanging; ``at`` is ``time.monotonic()`` on arrival.
+    connection was dropped or left hanging; ``at`` is ``time.monotonic()`` on arrival;
+    ``reply`` is the body the server sent (or would have sent, when it dropped the reply).
     """
 
     method: str
@@ -76,6 +81,7 @@ class RecordedRequest:
     _json: Any = attrs.field(eq=False, repr=False)
     status: int
     at: float
+    reply: bytes = attrs.field(default=b"", repr=False)
 
     @property
     def json(self) -> Any:
@@ -91,6 +97,33 @@ class RecordedRequest:
 
 #: ``RecordedRequest(json=PARSE_BODY)``: parse ``body`` when ``json`` is first read.
 PARSE_BODY: Any = type("ParseBody", (), {"__repr__": lambda self: "PARSE_BODY"})()
+
+
+class Faults:
+    """Faults for the requests no script answers: each reply waits ``latency`` seconds, and a
+    ``fail_rate`` share of events batches gets a 503 and is not stored (``random.Random(seed)``
+    decides which, so a seed repeats a run). Thread-safe."""
+
+    def __init__(self, latency: float = 0.0, fail_rate: float = 0.0, seed: int | None = None):
+        if not (isinstance(latency, (int, float)) and math.isfinite(latency) and latency >= 0):
+            raise ValueError(f"latency must be a number of seconds, 0 or more, got {latency!r}")
+        if not (isinstance(fail_rate, (int, float)) and 0.0 <= fail_rate <= 1.0):
+            raise ValueError(f"fail_rate must be a share between 0 and 1, got {fail_rate!r}")
+        self.latency = float(latency)
+        self._fail_rate = float(fail_rate)
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def draw(self, path: str) -> ScriptedReply | None:
+        """The simulated failure for this request, or None to answer it normally."""
+        if path != oracle.EVENTS_PATH or self._fail_rate == 0.0:
+            return None
+        with self._lock:
+            failed = self._random.random() < self._fail_rate
+        return _SIMULATED_FAILURE if failed else None
+
+
+_SIMULATED_FAILURE = ScriptedReply(status=503, body={"detail": "simulated failure (fail_rate)"})
 
 
 def _is_2xx(status: int) -> bool:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -23,14 +24,19 @@ from . import oracle, predictions
 from .http import Incoming, LoopbackHTTPServer, Plan
 from .replies import (
     PARSE_BODY,
+    Faults,
     RecordedRequest,
     ScriptedReply,
     scripted_body,
     stores_events,
 )
 
-__all__ = ["FakeTelemetryServer"]
+__all__ = ["READ_PATH", "FakeTelemetryServer"]
 
+logger = logging.getLogger("mosaic_telemetry.testing")
+
+#: ``GET`` here lists the stored events as JSON, with ``read_endpoint=True``. Not wire-v1.
+READ_PATH = "/_fake/events"
 _STOP_JOIN_SECONDS = 5.0
 
 
@@ -71,6 +77,12 @@ class FakeTelemetryServer:
     valid new events); ``"422"`` refuses a batch with any invalid event, FastAPI style.
     A stopped server can be started again: it listens on the same port, with its state kept.
     All methods are thread-safe.
+
+    For requests no script answers, ``latency`` holds every reply that many seconds and a
+    ``fail_rate`` share of events batches is answered 503 unstored (drawn from
+    ``random.Random(seed)``). ``read_endpoint=True`` serves ``GET /_fake/events`` (the stored
+    events as JSON; not part of the real API, not recorded), for tests in another process.
+    ``on_request(record)`` is called from the handler thread with each recorded request.
     """
 
     def __init__(
@@ -81,6 +93,11 @@ class FakeTelemetryServer:
         port: int = 0,
         reject_invalid: Literal["per-event", "422"] = "per-event",
         max_body_bytes: int = 5_000_000,
+        latency: float = 0.0,
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+        read_endpoint: bool = False,
+        on_request: Callable[[RecordedRequest], None] | None = None,
     ) -> None:
         if reject_invalid not in ("per-event", "422"):
             raise ValueError(f"reject_invalid must be 'per-event' or '422', got {reject_invalid!r}")
@@ -88,6 +105,9 @@ class FakeTelemetryServer:
         self._port = port
         self._refuse_invalid = reject_invalid == "422"
         self._max_body_bytes = max_body_bytes
+        self._faults = Faults(latency, fail_rate, seed)
+        self._read_endpoint = read_endpoint
+        self._on_request = on_request
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._life = threading.Lock()
@@ -235,6 +255,10 @@ class FakeTelemetryServer:
     # --- request handling (called from handler threads) ---
     def _handle(self, incoming: Incoming) -> Plan:
         """Judge one request, record it, and say how to answer."""
+        if self._read_endpoint and incoming.path == READ_PATH:
+            if incoming.method != "GET":
+                return Plan(405, b'{"detail": "Method Not Allowed"}', {"Allow": "GET"})
+            return Plan(200, _encode(self.events), {})
         script: ScriptedReply | None = None
         ok_json, payload = _parse_json(incoming.body)
         if incoming.path not in self._scripts:
@@ -244,7 +268,7 @@ class FakeTelemetryServer:
         else:
             with self._lock:
                 queue = self._scripts[incoming.path]
-                script = queue.pop(0) if queue else None
+                script = queue.pop(0) if queue else self._faults.draw(incoming.path)
             if incoming.path == oracle.EVENTS_PATH:
                 normal = self._events_reply(incoming, ok_json, payload, stores_events(script))
             else:
@@ -264,16 +288,22 @@ class FakeTelemetryServer:
             json=PARSE_BODY,
             status=0 if script.drop or script.hang else status,
             at=incoming.at,
+            reply=reply,
         )
         with self._changed:
             self._requests.append(record)
             index = len(self._requests) - 1
             self._changed.notify_all()
+        if self._on_request is not None:
+            try:
+                self._on_request(record)
+            except Exception:
+                logger.exception("FakeTelemetryServer: the on_request callback failed")
         return Plan(
             status,
             reply,
             headers,
-            delay=script.delay,
+            delay=self._faults.latency + script.delay,
             drop=script.drop,
             hang=script.hang,
             cut_after=script.cut_after,
