@@ -127,3 +127,12 @@ def test_faults_refuse_impossible_settings(latency: float, fail_rate: float, nam
     """A negative or infinite latency, or a fail rate outside 0..1, is refused by name."""
     with pytest.raises(ValueError, match=named):
         Faults(latency=latency, fail_rate=fail_rate)
+
+
+def test_faults_send_retry_after_when_asked() -> None:
+    """retry_after puts Retry-After on the simulated 503s; a fraction of a second is refused."""
+    failure = Faults(fail_rate=1.0, retry_after=120).draw(oracle.EVENTS_PATH)
+
+    assert failure is not None and failure.headers == {"Retry-After": "120"}
+    with pytest.raises(ValueError, match="retry_after"):
+        Faults(retry_after=1.5)  # type: ignore[arg-type]

@@ -87,6 +87,12 @@ def register(commands: options.Subparsers, common: argparse.ArgumentParser) -> N
         metavar="P",
         help="answer this share (0..1) of event batches 503, storing nothing",
     )
+    serve.add_argument(
+        "--retry-after",
+        type=options.non_negative,
+        metavar="S",
+        help="send Retry-After: S with the --fail-rate 503s",
+    )
     serve.add_argument("--seed", type=int, help="seed of the --fail-rate draws (repeatable runs)")
     serve.add_argument(
         "--predictions",
@@ -220,6 +226,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         latency=args.latency,
         fail_rate=args.fail_rate,
         seed=args.seed,
+        retry_after=args.retry_after,
         read_endpoint=True,
         on_request=printer.request,
     )

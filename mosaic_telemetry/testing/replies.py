@@ -101,16 +101,29 @@ PARSE_BODY: Any = type("ParseBody", (), {"__repr__": lambda self: "PARSE_BODY"})
 
 class Faults:
     """Faults for the requests no script answers: each reply waits ``latency`` seconds, and a
-    ``fail_rate`` share of events batches gets a 503 and is not stored (``random.Random(seed)``
-    decides which, so a seed repeats a run). Thread-safe."""
+    ``fail_rate`` share of events batches gets a 503 (with ``Retry-After: retry_after`` when
+    given) and is not stored; ``random.Random(seed)`` decides which, so a seed repeats a run.
+    Thread-safe."""
 
-    def __init__(self, latency: float = 0.0, fail_rate: float = 0.0, seed: int | None = None):
+    def __init__(
+        self,
+        latency: float = 0.0,
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         if not (isinstance(latency, (int, float)) and math.isfinite(latency) and latency >= 0):
             raise ValueError(f"latency must be a number of seconds, 0 or more, got {latency!r}")
         if not (isinstance(fail_rate, (int, float)) and 0.0 <= fail_rate <= 1.0):
             raise ValueError(f"fail_rate must be a share between 0 and 1, got {fail_rate!r}")
+        if retry_after is not None and not (isinstance(retry_after, int) and retry_after >= 0):
+            raise ValueError(f"retry_after must be whole seconds, 0 or more, got {retry_after!r}")
         self.latency = float(latency)
         self._fail_rate = float(fail_rate)
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        self._failure = ScriptedReply(
+            status=503, headers=headers, body={"detail": "simulated failure (fail_rate)"}
+        )
         self._random = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -120,10 +133,7 @@ class Faults:
             return None
         with self._lock:
             failed = self._random.random() < self._fail_rate
-        return _SIMULATED_FAILURE if failed else None
-
-
-_SIMULATED_FAILURE = ScriptedReply(status=503, body={"detail": "simulated failure (fail_rate)"})
+        return self._failure if failed else None
 
 
 def _is_2xx(status: int) -> bool:

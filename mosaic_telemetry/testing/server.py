@@ -80,8 +80,9 @@ class FakeTelemetryServer:
 
     For requests no script answers, ``latency`` holds every reply that many seconds and a
     ``fail_rate`` share of events batches is answered 503 unstored (drawn from
-    ``random.Random(seed)``). ``read_endpoint=True`` serves ``GET /_fake/events`` (the stored
-    events as JSON; not part of the real API, not recorded), for tests in another process.
+    ``random.Random(seed)``; with ``Retry-After: retry_after`` when given).
+    ``read_endpoint=True`` serves ``GET /_fake/events`` (the stored events as JSON; not part
+    of the real API, not recorded), for tests in another process.
     ``on_request(record)`` is called from the handler thread with each recorded request.
     """
 
@@ -96,6 +97,7 @@ class FakeTelemetryServer:
         latency: float = 0.0,
         fail_rate: float = 0.0,
         seed: int | None = None,
+        retry_after: int | None = None,
         read_endpoint: bool = False,
         on_request: Callable[[RecordedRequest], None] | None = None,
     ) -> None:
@@ -105,7 +107,7 @@ class FakeTelemetryServer:
         self._port = port
         self._refuse_invalid = reject_invalid == "422"
         self._max_body_bytes = max_body_bytes
-        self._faults = Faults(latency, fail_rate, seed)
+        self._faults = Faults(latency, fail_rate, seed, retry_after)
         self._read_endpoint = read_endpoint
         self._on_request = on_request
         self._lock = threading.Lock()

@@ -93,15 +93,19 @@ def test_api_key_refuses_another_key_and_is_never_printed() -> None:
 
 
 def test_fail_rate_and_latency_are_applied() -> None:
-    """--fail-rate 1 answers every batch 503 and stores nothing; --latency holds replies."""
-    with serving("--fail-rate", "1", "--latency", "0.01") as (child, url, out):
+    """--fail-rate 1 answers every batch 503 (with --retry-after) and stores nothing."""
+    with serving("--fail-rate", "1", "--retry-after", "7", "--latency", "0.01") as (
+        child,
+        url,
+        out,
+    ):
         failed = post(url, [valid_event()])
         listed = requests.get(url + "/_fake/events", timeout=10)
         child.send_signal(signal.SIGTERM)
         assert child.wait(60) == 0
         rest = out.read()
 
-    assert (failed.status_code, listed.json()) == (503, [])
+    assert (failed.status_code, failed.headers["Retry-After"], listed.json()) == (503, "7", [])
     assert "503 simulated failure (fail_rate)" in rest
 
 
