@@ -245,17 +245,21 @@ def test_drop_resets_the_connection(app: Recorder, served: tuple[LoopbackHTTPSer
 
 
 def test_cut_after_sends_exactly_that_many_bytes_then_resets(
-    app: Recorder, served: tuple[LoopbackHTTPServer, str]
+    app: Recorder, served: tuple[LoopbackHTTPServer, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """cut_after=N: the first N bytes of the reply arrive, then a reset, never the rest."""
+    """cut_after=N: the first N bytes of the reply arrive, then a reset, never the rest; the
+    handler ends cleanly (no error logged for the connection)."""
     httpd, _ = served
     app.plan = lambda _: Plan(200, b'{"ok": true}', {}, cut_after=17)
 
-    answer, reset = raw_exchange(
-        httpd.server_port, b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
-    )
+    with caplog.at_level(logging.DEBUG, logger="mosaic_telemetry.testing"):
+        answer, reset = raw_exchange(
+            httpd.server_port, b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        assert httpd.stop(10.0)
 
     assert (answer, reset) == (b"HTTP/1.1 200 OK\r\n", True)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 
 
 def test_delay_holds_the_reply_at_least_that_long(

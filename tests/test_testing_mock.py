@@ -5,15 +5,22 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mosaic_telemetry import TransportError
+from mosaic_telemetry import TelemetryClient, TelemetryConfig, TransportError
 from mosaic_telemetry._delivery.seam import Transport
-from mosaic_telemetry.testing import MockTransport, TransportRequest, TransportResponse
+from mosaic_telemetry.testing import (
+    MockTransport,
+    TransportRequest,
+    TransportResponse,
+    example_event_builder,
+)
 
 from .fake_wire import EVENTS_PATH, KEY, OTHER_KEY, PREDICTIONS_PATH, QUERY, valid_event
+from .helpers import INSTANCE_ID
 
 BASE = "https://telemetry.example"
 
@@ -235,3 +242,25 @@ def test_accepting_is_thread_safe_about_duplicates() -> None:
         thread.join()
 
     assert sorted(statuses) == ["accepted"] + ["duplicate"] * 7
+
+
+def test_the_client_delivers_through_accepting(tmp_path: Path) -> None:
+    """A real client sends its events through accepting(): judged valid, delivered once."""
+    transport = MockTransport.accepting(api_key=KEY)
+    config = TelemetryConfig(
+        server_url=BASE,
+        api_key=KEY,
+        instance_id=INSTANCE_ID,
+        outbox_path=tmp_path / "outbox.sqlite3",
+        submit_interval_seconds=3600,
+    )
+    events = [example_event_builder(INSTANCE_ID).build() for _ in range(3)]
+
+    with TelemetryClient(config, transport=transport) as client:
+        for event in events:
+            client.track(event)
+        result = client.flush(timeout=30)
+
+    assert (result.delivered, result.remaining, result.dead_lettered) == (3, 0, 0)
+    assert [e["event_id"] for e in transport.sent_events] == [str(e.event_id) for e in events]
+    assert transport.closed

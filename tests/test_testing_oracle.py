@@ -66,6 +66,9 @@ INVALID_CASES: list[tuple[str, dict[str, Any]]] = [
     ("timestamp", {"timestamp": now_text(timedelta(hours=2))}),  # too far in the future
     ("timestamp", {"timestamp": "2024-01-01T00:00:00+24:00"}),
     ("timestamp", {"timestamp": "2024-02-30T00:00:00Z"}),
+    ("timestamp", {"timestamp": "2024-05-01T24:00:00Z"}),
+    ("timestamp", {"timestamp": "2024-05-01T12:60:00Z"}),
+    ("timestamp", {"timestamp": "2024-05-01 12:00:00Z"}),  # fromisoformat would take a space
     ("timestamp", {"timestamp": 1700000000}),
     ("task_duration_ms", {"task_duration_ms": 86_400_001}),
     ("task_duration_ms", {"task_duration_ms": 12.0}),
@@ -83,6 +86,8 @@ INVALID_CASES: list[tuple[str, dict[str, Any]]] = [
     ("quality_gates_run", {"quality_gates_run": ["build", "build"]}),
     ("quality_gates_run", {"quality_gates_run": ["compile"]}),
     ("quality_gates_run", {"quality_gates_run": "build"}),
+    ("quality_gates_run", {"quality_gates_run": [["build"]]}),  # unhashable item
+    ("quality_gates_run", {"quality_gates_run": [1]}),
     ("quality_gates_failed", {"quality_gates_run": ["build"], "quality_gates_failed": ["lint"]}),
     ("context_compactions", {"context_compactions": 101}),
     ("context_utilization_final", {"context_utilization_final": 1.5}),
@@ -141,9 +146,31 @@ def test_extra_key_is_found_beside_other_problems() -> None:
         ),
     ],
 )
-def test_parse_timestamp_reads_zones_and_fractions(text: str, expected: datetime) -> None:
-    """Timestamps with Z or a numeric offset, with or without a fraction, are read exactly."""
+def test_parse_timestamp_reads_zones_and_fractions(
+    text: str, expected: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timestamps with Z or a numeric offset, with or without a fraction, are read exactly, by
+    the fast path and by the path Python 3.10 takes (its fromisoformat reads no "Z")."""
     assert oracle.parse_timestamp(text) == expected
+
+    class Python310(datetime):
+        @classmethod
+        def fromisoformat(cls, date_string: str) -> Python310:
+            raise ValueError("Invalid isoformat string")
+
+    monkeypatch.setattr(oracle, "datetime", Python310)
+    assert oracle.parse_timestamp(text) == expected
+
+
+def test_the_future_bound_uses_the_given_clock() -> None:
+    """ "At most 1 h ahead" is judged against the ``now`` given, not the wall clock."""
+    event = valid_event(timestamp="2024-01-01T12:00:00Z")
+    utc = timezone.utc
+
+    assert oracle.event_problems(event, now=datetime(2024, 1, 1, 11, 0, 1, tzinfo=utc)) == []
+    late = oracle.event_problems(event, now=datetime(2024, 1, 1, 10, 59, 59, tzinfo=utc))
+    assert [name for name, _ in late] == ["timestamp"]
+    assert "1 h in the future" in late[0][1]
 
 
 def test_timestamp_within_the_hour_ahead_is_valid() -> None:

@@ -556,3 +556,85 @@ def test_scripted_prediction_reply(server: FakeTelemetryServer) -> None:
     assert server.prediction_queries == [QUERY, QUERY]
     assert post_events(server, [valid_event()]).status_code == 202
     assert [r.path for r in server.requests] == [PREDICTIONS_PATH] * 2 + [EVENTS_PATH]
+
+
+# --- simulated conditions, the read endpoint, the request hook ------------------------------------
+def test_latency_holds_every_reply() -> None:
+    """latency: each reply leaves no sooner than that long after the request was recorded."""
+    with FakeTelemetryServer(latency=0.2) as server:
+        response = post_events(server, [valid_event()])
+        replied = time.monotonic()
+
+        assert response.status_code == 202
+        assert replied - server.requests[0].at >= 0.2
+
+
+def test_fail_rate_answers_503_unstored_and_scripts_come_first() -> None:
+    """With fail_rate=1 every unscripted batch is a 503 that stores nothing; a script wins."""
+    with FakeTelemetryServer(fail_rate=1.0) as server:
+        event = valid_event()
+        server.script(ScriptedReply(status=202))
+
+        scripted = post_events(server, [event])
+        failed = post_events(server, [valid_event()])
+        predicted = post_queries(server, [QUERY])
+
+        assert scripted.status_code == 202
+        assert (failed.status_code, failed.json()) == (
+            503,
+            {"detail": "simulated failure (fail_rate)"},
+        )
+        assert predicted.status_code == 200
+        assert server.events == [event]
+        assert len(server.event_ids_received) == 2
+
+
+def test_fail_rate_with_a_seed_repeats_the_same_failures() -> None:
+    """Two servers with the same seed fail the same batches."""
+
+    def statuses() -> list[int]:
+        with FakeTelemetryServer(fail_rate=0.5, seed=3) as server, requests.Session() as s:
+            return [post_events(server, [valid_event()], session=s).status_code for _ in range(20)]
+
+    first = statuses()
+    assert first == statuses()
+    assert set(first) == {202, 503}
+
+
+def test_read_endpoint_lists_stored_events_unrecorded() -> None:
+    """GET /_fake/events returns the stored events as JSON and is not itself recorded."""
+    with FakeTelemetryServer(read_endpoint=True) as server:
+        events = [valid_event(), valid_event()]
+        post_events(server, events)
+
+        listed = requests.get(server.url + "/_fake/events", timeout=5)
+        wrong = requests.post(server.url + "/_fake/events", timeout=5)
+
+        assert (listed.status_code, listed.json()) == (200, events)
+        assert (wrong.status_code, wrong.headers["Allow"]) == (405, "GET")
+        assert [r.path for r in server.requests] == [EVENTS_PATH]
+
+
+def test_read_endpoint_is_off_by_default(server: FakeTelemetryServer) -> None:
+    """Without read_endpoint the path is unknown, like any path outside wire-v1."""
+    assert requests.get(server.url + "/_fake/events", timeout=5).status_code == 404
+
+
+def test_on_request_sees_each_record_with_its_reply(caplog: pytest.LogCaptureFixture) -> None:
+    """on_request gets every recorded request, reply bytes included; a failing hook is logged."""
+    seen: list[RecordedRequest] = []
+
+    def hook(record: RecordedRequest) -> None:
+        seen.append(record)
+        if record.path != EVENTS_PATH:
+            raise RuntimeError("hook bug")
+
+    with FakeTelemetryServer(on_request=hook) as server:
+        response = post_events(server, [valid_event()])
+        with caplog.at_level(logging.ERROR, logger="mosaic_telemetry.testing"):
+            missing = requests.get(server.url + "/elsewhere", timeout=5)
+
+    assert [r.path for r in seen] == [EVENTS_PATH, "/elsewhere"]
+    assert seen[0].reply == response.content
+    assert missing.status_code == 404
+    assert any("on_request" in r.getMessage() for r in caplog.records)

@@ -11,6 +11,7 @@ Thin over the library, stdlib ``argparse`` only::
     demo                           track into a temp outbox, deliver to a loopback server
     track                          write an event from flags or JSON on stdin (sends nothing)
     send [--follow]                deliver the outbox once, or until SIGTERM/SIGINT
+    serve                          the test server in the foreground (wire-v1, in memory)
 
 Each command group is one module with ``register(commands, common)``, listed in
 :data:`COMMANDS`; adding a command is one import and one entry there. Importing this package
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, Protocol, TextIO, cast
 
-from . import demo, doctor, flush, outbox, predict, send, status, track
+from . import demo, doctor, flush, outbox, predict, send, serve, status, track
 from .format import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -62,6 +63,7 @@ COMMANDS: Final[tuple[_CommandModule, ...]] = (
     demo,
     track,
     send,
+    serve,
 )
 
 

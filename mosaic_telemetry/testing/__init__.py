@@ -20,6 +20,9 @@ constants or validation with the SDK, so it catches SDK bugs), stores valid even
 ``MockTransport`` replaces the HTTP stack instead (``TelemetryClient(config,
 transport=MockTransport(handler))``): no socket, no real waiting; see ``testing.mock``.
 
+``mosaic-telemetry serve`` runs the same server in the foreground, for code under test in
+another process (an app under uvicorn or gunicorn); ``GET /_fake/events`` reads it back.
+
 With pytest, enable the plugin once (``pytest_plugins = ["mosaic_telemetry.testing"]`` in
 your root ``conftest.py``) and ask for the ``fake_telemetry_server`` fixture: a started server,
 stopped after the test. pytest is optional: the fixture exists only when pytest is installed.

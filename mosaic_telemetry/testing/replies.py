@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+import random
+import threading
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -10,7 +14,14 @@ import attrs
 
 from . import oracle
 
-__all__ = ["RecordedRequest", "ScriptedReply", "scripted_body", "stores_events"]
+__all__ = [
+    "PARSE_BODY",
+    "Faults",
+    "RecordedRequest",
+    "ScriptedReply",
+    "scripted_body",
+    "stores_events",
+]
 
 
 def _copy_mapping(value: Mapping[str, str]) -> dict[str, str]:
@@ -56,16 +67,73 @@ class RecordedRequest:
 
     ``headers`` look up case-insensitively; ``body`` is decompressed (``b""`` when it was
     refused for its size); ``json`` is None unless the body is JSON; ``status`` is 0 when the
-    connection was dropped or left hanging; ``at`` is ``time.monotonic()`` on arrival.
+    connection was dropped or left hanging; ``at`` is ``time.monotonic()`` on arrival;
+    ``reply`` is the body the server sent (or would have sent, when it dropped the reply).
     """
 
     method: str
     path: str
     headers: Mapping[str, str]
     body: bytes
-    json: Any
+    # Given as ``json=`` (attrs drops the underscore). The server passes PARSE_BODY: the body
+    # is read on first access, so a recorded request keeps no parsed objects alive. Kept, they
+    # doubled what the garbage collector walked (benchmarks/fake_server.py: 60 % of GC time).
+    _json: Any = attrs.field(eq=False, repr=False)
     status: int
     at: float
+    reply: bytes = attrs.field(default=b"", repr=False)
+
+    @property
+    def json(self) -> Any:
+        """The body as JSON (parsed once, on first access), or None when it is not JSON."""
+        if self._json is PARSE_BODY:
+            try:
+                parsed = json.loads(self.body)
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                parsed = None
+            object.__setattr__(self, "_json", parsed)  # a cache on a frozen record
+        return self._json
+
+
+#: ``RecordedRequest(json=PARSE_BODY)``: parse ``body`` when ``json`` is first read.
+PARSE_BODY: Any = type("ParseBody", (), {"__repr__": lambda self: "PARSE_BODY"})()
+
+
+class Faults:
+    """Faults for the requests no script answers: each reply waits ``latency`` seconds, and a
+    ``fail_rate`` share of events batches gets a 503 (with ``Retry-After: retry_after`` when
+    given) and is not stored; ``random.Random(seed)`` decides which, so a seed repeats a run.
+    Thread-safe."""
+
+    def __init__(
+        self,
+        latency: float = 0.0,
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        if not (isinstance(latency, (int, float)) and math.isfinite(latency) and latency >= 0):
+            raise ValueError(f"latency must be a number of seconds, 0 or more, got {latency!r}")
+        if not (isinstance(fail_rate, (int, float)) and 0.0 <= fail_rate <= 1.0):
+            raise ValueError(f"fail_rate must be a share between 0 and 1, got {fail_rate!r}")
+        if retry_after is not None and not (isinstance(retry_after, int) and retry_after >= 0):
+            raise ValueError(f"retry_after must be whole seconds, 0 or more, got {retry_after!r}")
+        self.latency = float(latency)
+        self._fail_rate = float(fail_rate)
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        self._failure = ScriptedReply(
+            status=503, headers=headers, body={"detail": "simulated failure (fail_rate)"}
+        )
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def draw(self, path: str) -> ScriptedReply | None:
+        """The simulated failure for this request, or None to answer it normally."""
+        if path != oracle.EVENTS_PATH or self._fail_rate == 0.0:
+            return None
+        with self._lock:
+            failed = self._random.random() < self._fail_rate
+        return self._failure if failed else None
 
 
 def _is_2xx(status: int) -> bool:

@@ -182,6 +182,7 @@ def inject_invalid(outbox: Path, count: int) -> list[str]:
     import sqlite3
     import time
 
+    from mosaic_telemetry._store.schema import SQL_ADD
     from mosaic_telemetry._wire.events import event_to_dict
 
     from ..helpers import make_event
@@ -191,10 +192,9 @@ def inject_invalid(outbox: Path, count: int) -> list[str]:
         for _ in range(count):
             body = event_to_dict(make_event())
             body["model"] = ""
-            db.execute(
-                "INSERT INTO events (event_id, body, enqueued_at) VALUES (?, ?, ?)",
-                (body["event_id"], json.dumps(body), time.time()),
-            )
+            # The outbox's own INSERT: a bare one reuses an id below removed_max_id once the
+            # worker has emptied the table, and the O(1) pending count then goes negative.
+            db.execute(SQL_ADD, (body["event_id"], json.dumps(body), time.time()))
             ids.append(body["event_id"])
     return ids
 
