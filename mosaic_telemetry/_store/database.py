@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Final
+from typing import Final, Protocol
 
 from .._exceptions import OutboxBusyError, OutboxError
 from .._log import logger
@@ -37,17 +37,31 @@ from .schema import (
     create_schema,
 )
 
-__all__ = ["FileDatabase"]
+__all__ = ["Database", "FileDatabase"]
 
-#: How long add() queues behind other threads of its own process (a GIL hand-off alone can take
-#: the 5 ms switch interval) before it reports busy; other processes get add_busy_timeout_ms.
-ADD_THREAD_WAIT_MS: Final = 20
 #: How often add() tries again while another process holds the write lock. SQLite's own busy
 #: handler sleeps 1 ms, then 2 ms, then 5 ms: far coarser than the inserts and batches it waits
 #: for (4 processes tracking: p99 4-5 ms with it, 1.1-1.3 ms with this; docs/performance.md).
 ADD_RETRY_SECONDS: Final = 0.0002
 
 _SERIALS = itertools.count(1)
+
+
+class Database(Protocol):
+    """What the outbox needs of its database: this file, or the in-memory one (:mod:`.memory`)."""
+
+    durable: bool
+    label: str
+    server_url: str
+
+    def read(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def write(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def snapshot(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def add(self, row: tuple[str, str, float], max_pending: int) -> tuple[bool, int]: ...
+    def checkpoint(self) -> None: ...
+    def ensure_file(self) -> int: ...
+    def after_fork_in_child(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class FileDatabase:
@@ -196,15 +210,23 @@ class FileDatabase:
         finally:
             CONNECTIONS.exit()
 
+    @contextlib.contextmanager
+    def snapshot(self, op: str) -> Iterator[sqlite3.Connection]:
+        """A connection inside one read transaction: every query sees the same state."""
+        with self.read(op) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+
     def _lock_for_writing(self, op: str, fast: bool) -> threading.Lock:
         """Take this process's write lock of the file (threads queue here, not in SQLite)."""
         lock = CONNECTIONS.write_lock(self._lock_key)
         if lock.acquire(blocking=False):  # the usual case, and 3x cheaper than a timed wait
             return lock
-        if fast:
-            timeout_ms = max(self._add_busy_timeout_ms, ADD_THREAD_WAIT_MS)
-        else:
-            timeout_ms = self._busy_timeout_ms
+        # fast: add(), whose event then goes to the spool: it never waits long for anyone
+        timeout_ms = self._add_busy_timeout_ms if fast else self._busy_timeout_ms
         if not lock.acquire(timeout=timeout_ms / 1000):
             raise OutboxBusyError(
                 f"{op}: outbox {self.label} is locked by another thread of this process "

@@ -24,9 +24,15 @@ __all__ = [
     "prepare_location",
     "remove_side_files",
     "side_files",
+    "spool_dir_of",
 ]
 
 SIDE_SUFFIXES: Final = ("-wal", "-shm", "-journal")
+
+
+def spool_dir_of(path: pathlib.Path) -> pathlib.Path:
+    """The directory of an outbox's presence locks and spools: ``<outbox>.spool``."""
+    return path.with_name(f"{path.name}.spool")
 
 
 def side_files(path: pathlib.Path) -> dict[str, pathlib.Path]:

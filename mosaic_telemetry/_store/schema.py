@@ -79,7 +79,16 @@ __all__ = [
 
 SCHEMA_VERSION: Final = "1"
 #: The persisted counters ``counters()`` always reports (0 when never bumped).
-COUNTER_NAMES: Final = ("delivered", "duplicates", "dead", "evicted", "retried", "dry_run")
+COUNTER_NAMES: Final = (
+    "delivered",
+    "duplicates",
+    "dead",
+    "evicted",
+    "purged",
+    "requeued",
+    "dry_run",
+    "retried",
+)
 #: The tables of the file format (documented above); an outbox file has every one of them.
 TABLES: Final = ("events", "dead", "meta", "predictions")
 #: The meta key of the last background error a worker reported (read by `mosaic-telemetry`).

@@ -293,6 +293,7 @@ def test_full_disk_never_raises_and_loses_nothing(
         for event in during:
             client.track(event)  # must neither raise nor block
         stats = client.stats()
+        held = client._current_outbox().intake_counts().held
         client.start()
         if filler is not None:
             client.flush(timeout=10)  # nothing can be claimed while the disk is full
@@ -306,7 +307,8 @@ def test_full_disk_never_raises_and_loses_nothing(
         "storage",
         case=f"full disk ({kind})",
         tracked=len(expected),
-        handed_off_while_full=stats["handed_off"],
+        spooled_while_full=stats["handed_off"],
+        held_in_memory_while_full=held,
         lost_counter=stats["lost"],
         delivered=len(_stored(server) & expected),
         lost=len(expected - _stored(server)),
@@ -314,7 +316,9 @@ def test_full_disk_never_raises_and_loses_nothing(
     )
     assert stats["invalid"] == 0
     assert _stored(server) == expected
-    assert stats["handed_off"] > 0, "the disk was never full"
+    # The outbox was full: events went to the spool, or (the spool's disk full too) to memory.
+    assert stats["handed_off"] > 0 or (held > 0 and not stats["durable"]), "the disk was never full"
     # Once each: the failed write (track() and the worker's retries share one line) and, on
-    # a real full disk, the failed claim of the sender; never one line per event or cycle.
-    assert 1 <= len(errors) <= 2, errors
+    # a real full disk, the spool failing too (events held in memory) and the failed claim of
+    # the sender; never one line per event or cycle.
+    assert 1 <= len(errors) <= 3, errors
