@@ -98,6 +98,11 @@ class Intake:
                 exc.strerror or exc,
             )
 
+    def ensure(self) -> None:
+        """Once a cycle: a presence lock file deleted under us is made again."""
+        with contextlib.suppress(OSError):
+            self.presence.ensure()
+
     @property
     def held(self) -> int:
         """Events in memory only (the overflow): while any, the outbox is not durable."""
@@ -128,7 +133,7 @@ class Intake:
 
     def _to_spool(self, row: Row) -> tuple[bool, int]:
         try:
-            self.presence.acquire()
+            self.presence.ensure()
             added = self._spool.add([row])
         except (OutboxError, OSError) as exc:
             return self._hold([row], exc)
@@ -297,6 +302,15 @@ class Intake:
                     "are lost",
                     len(self._overflow),
                 )
+            return
+        self._spool.close(delete=True)
+        self.presence.release()
+
+    def release_at_exit(self) -> None:
+        """At interpreter exit: with nothing spooled, remove the presence's files (a clean
+        directory); with something left, keep them for the next process to adopt."""
+        if self._spool.count or self._overflow:
+            self.presence.abandon()
             return
         self._spool.close(delete=True)
         self.presence.release()

@@ -16,6 +16,8 @@ cleared at once by :meth:`SqliteOutbox.reclaim_orphaned_leases`.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import pathlib
 import time
@@ -338,6 +340,8 @@ class SqliteOutbox:
         calls it once a cycle: what was written in between is still readable through the old
         connection and moves into the new file, so nothing already tracked is lost.
         """
+        if self._intake is not None:
+            self._intake.ensure()
         return self._db.ensure_file()
 
     # --- predictions cache ----------------------------------------------------------------------
@@ -400,5 +404,16 @@ def _after_fork_in_child() -> None:
         outbox._after_fork_in_child()
 
 
+def _release_presences_at_exit() -> None:
+    # Registered before the client's exit hook, so it runs after it (atexit is LIFO): the
+    # clients have absorbed what they spooled by then. Connections stay open on purpose.
+    for outbox in list(_OUTBOXES):
+        intake = outbox._intake
+        if intake is not None and intake.presence.held:  # held: by this very process
+            with contextlib.suppress(Exception):
+                intake.release_at_exit()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_release_presences_at_exit)

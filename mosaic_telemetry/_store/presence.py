@@ -106,6 +106,26 @@ class Presence:
         self._pid = os.getpid()
         _OWN.add((self._pid, self.token))
 
+    def ensure(self) -> None:
+        """Take the lock again if its file was deleted (``rm -rf`` of the state directory)
+        while we hold it: a new file, same token, so peers keep seeing us alive."""
+        if not self.held:
+            self.acquire()
+            return
+        assert self._fd is not None
+        try:
+            named = os.stat(lock_path(self.spool_dir, self.token))
+            mine = os.fstat(self._fd)
+            if (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        old, self._fd = self._fd, None
+        try:
+            self.acquire()
+        finally:
+            os.close(old)
+
     def release(self) -> None:
         """Delete the lock file, then drop the lock (a clean close of the outbox), and the
         spool directory if nothing else is in it."""

@@ -27,8 +27,10 @@ from typing import Final
 
 import attrs
 
+from .._exceptions import OutboxError
 from .connections import close_quietly, leak, transaction
 from .errors import map_error
+from .files import identity
 
 __all__ = [
     "SPOOL_SUFFIX",
@@ -101,6 +103,7 @@ class Spool:
         self._synchronous = synchronous
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._id: tuple[int, int] | None = None
         #: Rows written here and not yet moved out (exact: only this process writes the file).
         self.count = 0
 
@@ -113,16 +116,35 @@ class Spool:
         """Write rows durably (one transaction); how many were new. OutboxError on failure."""
         with self._lock:
             try:
-                if self._conn is None:
-                    self._conn = _connect(self.path, synchronous=self._synchronous, create=True)
-                with transaction(self._conn) as conn:
+                conn = self._open()
+                with transaction(conn):
                     added = max(conn.executemany(SQL_SPOOL, rows).rowcount, 0)
-            except (sqlite3.Error, OSError) as exc:
-                if isinstance(exc, sqlite3.Error):
-                    raise map_error(exc, "spool", self.path) from exc
-                raise map_error(sqlite3.OperationalError(str(exc)), "spool", self.path) from exc
+            except sqlite3.Error as exc:
+                raise map_error(exc, "spool", self.path) from exc
+            except OSError as exc:
+                raise OutboxError(f"spool {self.path}: {exc.strerror or exc}") from exc
             self.count += added
             return added
+
+    def _open(self) -> sqlite3.Connection:
+        """The spool's connection, created on first use; a new file if ours was deleted.
+
+        Rows written to a deleted file are still readable through the old connection: they
+        move into the new file, so an ``rm`` of the spool directory loses nothing.
+        """
+        conn = self._conn
+        if conn is not None and identity(self.path) == self._id:
+            return conn
+        kept = [] if conn is None else conn.execute(SQL_TAKE, (-1,)).fetchall()
+        fresh = _connect(self.path, synchronous=self._synchronous, create=True)
+        if kept:
+            with transaction(fresh):
+                fresh.executemany(SQL_SPOOL, [tuple(r[1:]) for r in kept])
+        if conn is not None:
+            leak(conn)  # closing it could delete, by name, a -wal of the new file
+        self._conn, self._id = fresh, identity(self.path)
+        self.count = len(kept)
+        return fresh
 
     def take(self, limit: int) -> list[SpooledRow]:
         """The oldest ``limit`` rows (they stay until :meth:`forget`)."""
