@@ -22,6 +22,7 @@ __all__ = [
     "identity",
     "move_aside",
     "prepare_location",
+    "prepare_spool_dir",
     "remove_side_files",
     "side_files",
     "spool_dir_of",
@@ -77,6 +78,14 @@ def prepare_location(path: pathlib.Path) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OutboxError(f"cannot create or open outbox file {path}: {reason}") from exc
+
+
+def prepare_spool_dir(spool_dir: pathlib.Path) -> None:
+    """Create the spool directory (0700), and the outbox's directory (0700) if it is gone."""
+    if not spool_dir.parent.is_dir():
+        os.makedirs(spool_dir.parent, mode=0o700, exist_ok=True)  # as prepare_location does
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(spool_dir, 0o700)
 
 
 def remove_side_files(path: pathlib.Path) -> None:

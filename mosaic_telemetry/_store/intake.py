@@ -133,7 +133,7 @@ class Intake:
 
     def _to_spool(self, row: Row) -> tuple[bool, int]:
         try:
-            self.presence.ensure()
+            self.presence.acquire()  # a no-op while held; a deleted lock file: ensure()
             added = self._spool.add([row])
         except (OutboxError, OSError) as exc:
             return self._hold([row], exc)
@@ -169,9 +169,11 @@ class Intake:
     # --- moving spooled rows into the outbox ---------------------------------------------------
     def absorb(self) -> int:
         """Move the overflow, the own spool and dead presences' spools into the outbox."""
-        moved = self._write_overflow()
-        moved += self._drain_own_spool()
-        return moved + self.adopt_dead()
+        return self.absorb_own() + self.adopt_dead()
+
+    def absorb_own(self) -> int:
+        """Move this process's overflow and spool into the outbox."""
+        return self._write_overflow() + self._drain_own_spool()
 
     def _insert(self, rows: Sequence[Row]) -> int:
         with self._db.write("absorb") as conn:
@@ -180,30 +182,32 @@ class Intake:
         self._evictions.add(evicted)
         return inserted
 
-    def _write_prefix(self, rows: Sequence[Row]) -> int:
-        """Write ``rows`` into the outbox in batches; how many (a prefix) are committed.
+    def _write_prefix(self, rows: Sequence[Row]) -> tuple[int, int]:
+        """Write ``rows`` into the outbox in batches: ``(committed, inserted)``, the rows of
+        the committed prefix and how many of them were new there.
 
         On a nearly full disk a batch that does not fit is retried smaller, down to one row,
         so what fits is written (and sent, freeing room for the rest). Raises only when not
         even the first row could be written.
         """
-        done, batch = 0, ABSORB_BATCH
+        done = inserted = 0
+        batch = ABSORB_BATCH
         while done < len(rows):
             try:
-                self._insert(rows[done : done + batch])
+                inserted += self._insert(rows[done : done + batch])
             except OutboxBusyError:
                 if done:
-                    return done
+                    return done, inserted
                 raise
             except OutboxError:
                 if batch > 1:
                     batch = max(1, batch // 8)
                     continue
                 if done:
-                    return done
+                    return done, inserted
                 raise
             done += min(batch, len(rows) - done)
-        return done
+        return done, inserted
 
     def _write_overflow(self) -> int:
         with self._overflow_lock:
@@ -211,27 +215,34 @@ class Intake:
         if not rows:
             return 0
         try:
-            written = self._write_prefix(rows)
+            written, inserted = self._write_prefix(rows)
         except OutboxError:
             try:
                 self.presence.acquire()
                 self._spool.add(rows)
             except (OutboxError, OSError):
                 return 0  # still nowhere to write: kept, counted, retried next cycle
-            written = len(rows)
+            written, inserted = len(rows), 0
         with self._overflow_lock:
             for _ in range(written):
                 self._overflow.popleft()
             left = len(self._overflow)
-        logger.info("wrote %d event(s) held in memory to disk; %d still held", written, left)
-        return written
+        logger.warning(
+            "wrote %d telemetry event(s) held in memory to disk; %d still held, %d lost in all",
+            written,
+            left,
+            self.lost,
+        )
+        return inserted
 
     def _drain_own_spool(self) -> int:
         moved = 0
         while rows := self._spool.take(ABSORB_BATCH):
-            written = self._write_prefix([(r.event_id, r.body, r.enqueued_at) for r in rows])
+            written, inserted = self._write_prefix(
+                [(r.event_id, r.body, r.enqueued_at) for r in rows]
+            )
             self._spool.forget(rows[:written])  # after the commit: a crash here moves them again
-            moved += written
+            moved += inserted
             if written < len(rows) or len(rows) < ABSORB_BATCH:
                 break
         return moved
@@ -279,13 +290,13 @@ class Intake:
                 "spool %s of a dead process is unreadable (%s); moved it to %s", path, exc, aside
             )
             return 0
-        written = self._write_prefix([(r.event_id, r.body, r.enqueued_at) for r in rows])
+        written, inserted = self._write_prefix([(r.event_id, r.body, r.enqueued_at) for r in rows])
         if written < len(rows):
             raise OutboxError(f"only {written} of {len(rows)} rows of {path} fit; retried later")
         delete_spool_files(path)
         if rows:
             logger.info("moved %d event(s) from the spool of a process that is gone", len(rows))
-        return written
+        return inserted
 
     # --- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:

@@ -53,7 +53,7 @@ class SqliteOutbox:
         server_url: str = "",
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
-        add_busy_timeout_ms: int = 1,
+        add_busy_timeout_ms: float = 0,
         busy_timeout_ms: int = 5000,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -122,6 +122,7 @@ class SqliteOutbox:
         server_url: str = "",
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> SqliteOutbox:
         """The bounded memory fallback: the same outbox on an in-memory database, not durable.
 
@@ -129,7 +130,12 @@ class SqliteOutbox:
         them.
         """
         return cls(
-            None, max_pending=max_pending, server_url=server_url, dry_run=dry_run, clock=clock
+            None,
+            max_pending=max_pending,
+            server_url=server_url,
+            dry_run=dry_run,
+            clock=clock,
+            monotonic=monotonic,
         )
 
     def __repr__(self) -> str:
@@ -145,13 +151,14 @@ class SqliteOutbox:
 
     # --- adding -------------------------------------------------------------------------------
     def add(self, event_id: str, body: str) -> tuple[bool, int]:
-        """Insert one event (autocommit, short busy timeout); ``(inserted, evicted)``.
+        """Insert one event (one autocommit statement); ``(inserted, evicted)``.
 
         An existing ``event_id`` is a no-op ``(False, 0)``. When another writer (a process, or
-        a thread of this one) holds the lock longer than ``add_busy_timeout_ms``, or the write
-        fails, the event goes to this process's spool instead (durable, moved into the outbox
-        by :meth:`absorb`); only when that fails too is it held in memory (counted, logged,
-        :attr:`durable` False). It never raises busy; OutboxError only once closed.
+        a thread of this one) holds the lock (for longer than ``add_busy_timeout_ms``; by
+        default add() does not wait at all), or the write fails, the event goes to this
+        process's spool instead (durable, moved into the outbox by :meth:`absorb`); only when
+        that fails too is it held in memory (counted, logged, :attr:`durable` False). It never
+        raises busy; OutboxError only once closed.
         """
         row = (event_id, body, self._clock())
         if self._intake is None:
@@ -209,8 +216,16 @@ class SqliteOutbox:
         return self._leasing.owner()
 
     def claim(self, owner: LeaseOwner, limit: int, lease_seconds: float) -> list[ClaimedRow]:
-        """Lease up to ``limit`` unleased rows that are due, oldest first, to ``owner``."""
-        return [] if limit <= 0 else self._leasing.claim(owner, limit, lease_seconds)
+        """Lease up to ``limit`` unleased rows that are due, oldest first, to ``owner``.
+
+        What this process spooled meanwhile moves in first, so batches stay full and in order.
+        """
+        if limit <= 0:
+            return []
+        if self._intake is not None and self._intake.waiting:
+            with contextlib.suppress(OutboxError):  # reported by the next absorb()
+                self._intake.absorb_own()
+        return self._leasing.claim(owner, limit, lease_seconds)
 
     def renew(self, owner: LeaseOwner, row_ids: Sequence[int], lease_seconds: float) -> list[int]:
         """Extend the leases ``owner`` still holds; returns those row ids."""
@@ -340,9 +355,10 @@ class SqliteOutbox:
         calls it once a cycle: what was written in between is still readable through the old
         connection and moves into the new file, so nothing already tracked is lost.
         """
+        moved = self._db.ensure_file()
         if self._intake is not None:
             self._intake.ensure()
-        return self._db.ensure_file()
+        return moved
 
     # --- predictions cache ----------------------------------------------------------------------
     def save_prediction(self, key: str, body: str, fetched_at: float) -> None:

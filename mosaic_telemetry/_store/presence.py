@@ -28,6 +28,8 @@ import pathlib
 import uuid
 from typing import Final
 
+from .files import prepare_spool_dir
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no presence; leases fall back to pid + clock
@@ -46,7 +48,7 @@ __all__ = [
 AVAILABLE: Final = fcntl is not None
 LOCK_SUFFIX: Final = ".lock"
 _FLAGS: Final = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-#: (pid, token) of every presence this process took: never probed, never opened twice.
+#: (pid, token) of every presence this process holds: never probed, never opened twice.
 _OWN: set[tuple[int, str]] = set()
 
 
@@ -59,11 +61,6 @@ def own_tokens() -> frozenset[str]:
     """The presence tokens of this process."""
     pid = os.getpid()
     return frozenset(token for p, token in _OWN if p == pid)
-
-
-def prepare_dir(spool_dir: pathlib.Path) -> None:
-    """Create the spool directory (0700) if needed."""
-    os.makedirs(spool_dir, mode=0o700, exist_ok=True)
 
 
 class Presence:
@@ -87,7 +84,7 @@ class Presence:
         final = lock_path(self.spool_dir, self.token)
         temporary = self.spool_dir / f".{self.token}.tmp"
         for attempt in range(3):
-            prepare_dir(self.spool_dir)
+            prepare_spool_dir(self.spool_dir)
             try:
                 fd = os.open(temporary, _FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
                 break
@@ -136,6 +133,7 @@ class Presence:
         assert self._fd is not None
         os.close(self._fd)
         self._fd = None
+        _OWN.discard((os.getpid(), self.token))
         with contextlib.suppress(OSError):  # not empty: other presences or spools live there
             os.rmdir(self.spool_dir)
 
@@ -144,6 +142,7 @@ class Presence:
         if self.held:
             assert self._fd is not None
             os.close(self._fd)
+            _OWN.discard((os.getpid(), self.token))
         self._fd = None
 
     def after_fork_in_child(self) -> None:

@@ -30,7 +30,7 @@ import attrs
 from .._exceptions import OutboxError
 from .connections import close_quietly, leak, transaction
 from .errors import map_error
-from .files import identity
+from .files import identity, prepare_spool_dir
 
 __all__ = [
     "SPOOL_SUFFIX",
@@ -117,8 +117,11 @@ class Spool:
         with self._lock:
             try:
                 conn = self._open()
-                with transaction(conn):
-                    added = max(conn.executemany(SQL_SPOOL, rows).rowcount, 0)
+                if len(rows) == 1:  # the hot path: one autocommit statement
+                    added = max(conn.execute(SQL_SPOOL, rows[0]).rowcount, 0)
+                else:
+                    with transaction(conn):
+                        added = max(conn.executemany(SQL_SPOOL, rows).rowcount, 0)
             except sqlite3.Error as exc:
                 raise map_error(exc, "spool", self.path) from exc
             except OSError as exc:
@@ -136,6 +139,7 @@ class Spool:
         if conn is not None and identity(self.path) == self._id:
             return conn
         kept = [] if conn is None else conn.execute(SQL_TAKE, (-1,)).fetchall()
+        prepare_spool_dir(self.path.parent)
         fresh = _connect(self.path, synchronous=self._synchronous, create=True)
         if kept:
             with transaction(fresh):
