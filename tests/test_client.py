@@ -57,7 +57,10 @@ def test_small_batch_size_is_honoured(
     for event in make_events(14):
         client.track(event)
     assert server.wait_for_events(14, timeout=20)
-    assert [len(r.json["events"]) for r in server.requests] == [7, 7]
+    sizes = [len(r.json["events"]) for r in server.requests]
+    # The 7th track() wakes the worker, which sends 7; the other 7 arrive while it sends, so
+    # how they split into later batches depends on timing, never above 7.
+    assert (sizes[0], max(sizes), sum(sizes)) == (7, 7, 14), sizes
 
 
 def test_event_is_on_disk_as_readable_json_when_track_returns(
