@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Final, Protocol
 
 from .._exceptions import OutboxBusyError, OutboxError
-from .._log import logger
-from . import files, queue, repair
+from .._log import RateLimitedLogger, logger
+from . import files, maintenance, queue, recovery, repair
 from .connections import CONNECTIONS, close_quietly, connect, transaction
 from .errors import CorruptFileError, is_busy, is_corrupt, map_error
 from .schema import (
@@ -52,10 +52,11 @@ _SERIALS = itertools.count(1)
 class Database(Protocol):
     """What the outbox needs of its database: this file, or the in-memory one (:mod:`.memory`)."""
 
-    durable: bool
     label: str
     server_url: str
 
+    @property
+    def durable(self) -> bool: ...
     def read(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
     def write(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
     def snapshot(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
@@ -68,8 +69,6 @@ class Database(Protocol):
 
 class FileDatabase:
     """One outbox file: opened, checked and set up at construction; connections on demand."""
-
-    durable = True
 
     def __init__(
         self,
@@ -95,6 +94,13 @@ class FileDatabase:
         self._local = threading.local()
         self._closed = False
         self._removed_seen = 0  # a lower bound of meta.removed_count, for add()
+        #: Set while the file is lost and not yet recreated: why, and the rows read from it.
+        self._lost: str | None = None
+        self._rescued: repair.FileContents | None = None
+        self._log = RateLimitedLogger(60.0)
+        self._inserts = 0  # since the last WAL check (see maintenance.CHECK_EVERY)
+        self._check_every = maintenance.CHECK_EVERY
+        self._checkpointer: threading.Thread | None = None
         CONNECTIONS.enter()  # a fork waits until the new connection is registered
         try:
             conn = self._open_file()
@@ -102,7 +108,8 @@ class FileDatabase:
             self._local.key = (os.getpid(), CONNECTIONS.generation)
             self._local.fast = None
             self._local.main = conn
-            CONNECTIONS.register(self._serial, conn)
+            CONNECTIONS.register(self._serial, conn, pinned=True)
+            self._known = recovery.snapshot(path, self._file_id, CONNECTIONS.generation)
         finally:
             CONNECTIONS.exit()
         # Never close from the finalizer itself: it may run inside a registry lock (a GC).
@@ -163,11 +170,18 @@ class FileDatabase:
             raise
         return conn
 
+    @property
+    def durable(self) -> bool:
+        """False while the rows of a lost file wait in memory for its successor."""
+        return self._rescued is None
+
     # --- connections and transactions ----------------------------------------------------
     def connection(self, fast: bool = False) -> sqlite3.Connection:
         """This thread's connection for this pid (opened on first use, and after a fork)."""
         if self._closed:
             raise OutboxError(f"outbox {self.label} is closed")
+        if self._lost is not None:
+            raise OutboxError(f"outbox {self.label} was {self._lost}; it is being recreated")
         local = self._local
         key = (os.getpid(), CONNECTIONS.generation)
         if getattr(local, "key", None) != key:
@@ -186,6 +200,13 @@ class FileDatabase:
         return conn
 
     def _connect(self, fast: bool) -> sqlite3.Connection:
+        # Never open by name a file that is not the one we checked: a database moved over
+        # ours would get our old -wal replayed into it (and then our rows).
+        generation = CONNECTIONS.generation
+        reason = recovery.lost_because(self.path, self._known, generation)
+        if reason is not None:
+            self._lost = reason
+            raise OutboxError(f"outbox {self.label} was {reason}; it is being recreated")
         busy_ms = 0 if fast else self._busy_timeout_ms  # add() waits by itself: _insert()
         conn = connect(self.path, busy_timeout_ms=busy_ms, create=False)
         try:
@@ -198,7 +219,11 @@ class FileDatabase:
         except BaseException:
             close_quietly([conn])
             raise
-        CONNECTIONS.register(self._serial, conn)
+        self._fit_checkpoints(conn, fast=fast)
+        renewed = generation != self._known.generation  # the first since a fork: the anchor
+        CONNECTIONS.register(self._serial, conn, pinned=renewed)
+        if renewed:
+            self._known = recovery.snapshot(self.path, self._file_id, generation)
         return conn
 
     @contextlib.contextmanager
@@ -243,7 +268,9 @@ class FileDatabase:
         try:
             lock = self._lock_for_writing(op, fast=False)
             try:
-                with transaction(self.connection()) as conn:
+                conn = self.connection()
+                self._fit_checkpoints(conn, fast=False)
+                with transaction(conn):
                     yield conn
             finally:
                 lock.release()
@@ -271,6 +298,10 @@ class FileDatabase:
                     evicted = self._evict_now(conn, max_pending)
             finally:
                 lock.release()
+            self._inserts += 1
+            if self._inserts >= self._check_every:
+                self._inserts = 0
+                self._watch_wal(conn)
         except sqlite3.Error as exc:
             raise map_error(exc, "add", self.label) from exc
         finally:
@@ -307,20 +338,74 @@ class FileDatabase:
         return evicted
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database without waiting for anyone (PASSIVE)."""
+        """The worker's maintenance, once a cycle: checkpoint the WAL (truncating it when over
+        its budget), and VACUUM a nearly empty file (see :mod:`.maintenance`)."""
         with self.read("checkpoint") as conn:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            maintenance.checkpoint(conn, self.path)
+        lock = self._lock_for_writing("vacuum", fast=False)
+        try:
+            with self.read("vacuum") as conn:
+                maintenance.give_space_back(conn, self.path)
+        finally:
+            lock.release()
+
+    def _fit_checkpoints(self, conn: sqlite3.Connection, *, fast: bool) -> bool:
+        """Set ``conn``'s autocheckpoint for the room left on the disk; True when it is tight.
+
+        On a small or nearly full file system every connection checkpoints (PASSIVE: waits for
+        nobody) once the WAL reaches its budget, so the WAL starts over instead of growing: a
+        WAL that fills the disk blocks every later write, even the acks that would free space,
+        and a background checkpoint comes too late against a tracking loop (it waits for a gap
+        between writers). That is the one checkpoint left on the track() path, on such a disk
+        only. Elsewhere add() never checkpoints and the others do at 4 MiB.
+        """
+        budget = maintenance.wal_budget(self.path)
+        tight = budget < maintenance.WAL_LIMIT
+        if tight:
+            pages = max(16, budget // 4096)
+        else:
+            pages = ADD_WAL_AUTOCHECKPOINT if fast else MAIN_WAL_AUTOCHECKPOINT
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}").fetchall()
+        return tight
+
+    def _watch_wal(self, conn: sqlite3.Connection) -> None:
+        """After every few inserts: keep the WAL within its budget (see :mod:`.maintenance`)."""
+        if self._fit_checkpoints(conn, fast=True):
+            self._check_every = 4  # each insert adds about 8 KiB to the WAL
+            return
+        self._check_every = maintenance.CHECK_EVERY
+        if maintenance.wal_size(self.path) > maintenance.WAL_LIMIT:
+            self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        """From add(): the WAL is over its budget; truncate it on a thread of its own."""
+        running = self._checkpointer
+        if running is not None and running.is_alive():
+            return
+
+        def run() -> None:
+            with contextlib.suppress(OutboxError), self.read("checkpoint") as conn:
+                maintenance.checkpoint(conn, self.path, truncate=True)
+
+        self._checkpointer = threading.Thread(target=run, name="mosaic-telemetry-checkpoint")
+        self._checkpointer.daemon = True
+        self._checkpointer.start()
 
     # --- a file deleted or replaced while open --------------------------------------------------
     def ensure_file(self) -> int:
-        """Recreate the file if it was deleted or replaced while open; returns the rows moved."""
-        if self._closed or files.identity(self.path) == self._file_id:
+        """Recreate the file if it (or its -wal / -shm) was deleted or replaced while open;
+        returns the rows moved. A failed attempt keeps the rows and is retried next call."""
+        if self._closed:
+            return 0
+        reason = self._lost or recovery.lost_because(self.path, self._known, CONNECTIONS.generation)
+        if reason is None and self._rescued is None:
             return 0
         CONNECTIONS.enter()
         try:
             lock = self._lock_for_writing("ensure_file", fast=False)
             try:
-                return self._recreate()
+                return self._recreate(reason or "lost")
             finally:
                 lock.release()
         except sqlite3.Error as exc:
@@ -328,37 +413,57 @@ class FileDatabase:
         finally:
             CONNECTIONS.exit()
 
-    def _recreate(self) -> int:
+    def _recreate(self, reason: str) -> int:
         """Under the write lock: copy every row into a new file at ``path``."""
-        current = files.identity(self.path)
-        if current == self._file_id:
-            return 0
-        old = CONNECTIONS.oldest(self._serial)  # opened before the file went away
-        if old is None:
-            raise OutboxError(f"outbox {self.path} was deleted and no connection to it is left")
-        contents = repair.copy_out(old)
-        CONNECTIONS.retire(self._serial)
-        if current is None:  # nobody recreated it yet: a -wal/-shm left here is the old file's
-            files.remove_side_files(self.path)
-        conn = self._open_file()
+        if self._rescued is None:
+            old = CONNECTIONS.oldest(self._serial)  # opened before the file went away
+            if old is None:
+                raise OutboxError(f"outbox {self.path} was {reason} and no connection is left")
+            self._rescued = repair.copy_out(old)
+            self._lost = reason
+            CONNECTIONS.retire(self._serial)  # no more writes into the lost file
+        contents = self._rescued
+        try:
+            try:
+                fresh = recovery.clear_the_way(self.path, reason, self._mode, self._clock())
+                conn = self._open_file()
+            except OSError as exc:
+                raise OutboxError(f"{exc.strerror or exc}") from exc
+        except OutboxError as exc:
+            self._log.error(
+                "recreate",
+                "outbox %s was %s and cannot be recreated yet (%s); its %d pending and %d "
+                "dead-lettered events are kept in memory and it is tried again every cycle",
+                self.path,
+                reason,
+                exc,
+                len(contents.pending),
+                len(contents.dead),
+            )
+            raise
         try:
             with transaction(conn):
-                repair.copy_in(conn, contents)
+                repair.copy_in(conn, contents, fresh=fresh)
         finally:
             close_quietly([conn])  # threads reconnect lazily (retire() moved the generation)
         self._file_id = files.identity(self.path)
+        self._known = recovery.snapshot(self.path, self._file_id, -1)  # re-read at next open
+        self._rescued = self._lost = None
         self._removed_seen = 0
+        self._log.reset("recreate")
         logger.warning(
-            "outbox %s was deleted or replaced while in use; recreated it and moved %d pending "
-            "and %d dead-lettered events into it",
+            "outbox %s was deleted or replaced while in use (%s); recreated it and moved %d "
+            "pending and %d dead-lettered events into it",
             self.path,
+            reason,
             len(contents.pending),
             len(contents.dead),
         )
         return len(contents.pending) + len(contents.dead)
 
     def after_fork_in_child(self) -> None:
-        """Nothing to do: connections reopen lazily (the registry moved the generation)."""
+        """Connections reopen lazily (the registry moved the generation); no thread here."""
+        self._checkpointer = None
 
     def close(self) -> None:
         """Close this database's connections in this process; later calls raise OutboxError."""

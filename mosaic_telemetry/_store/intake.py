@@ -25,7 +25,7 @@ from .._exceptions import OutboxBusyError, OutboxError
 from .._log import RateLimitedLogger, logger
 from . import leases, presence, queue
 from .evictions import EvictionLog
-from .files import move_aside
+from .files import NotOursError, check_file, move_aside, prepare_spool_dir
 from .presence import LOCK_SUFFIX, Presence
 from .spool import SPOOL_SUFFIX, Spool, delete_spool_files, read_spool, spool_path
 
@@ -87,7 +87,13 @@ class Intake:
 
     # --- presence ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Take the presence lock (at open); without it, leases fall back to pids and clocks."""
+        """Take the presence lock (at open); without it, leases fall back to pids and clocks.
+
+        Raises NotOursError when the spool directory belongs to someone else (or is writable
+        by others): spools found there would be adopted and sent with our key.
+        """
+        if os.path.lexists(self.spool_dir):
+            prepare_spool_dir(self.spool_dir)  # checks it
         try:
             self.presence.acquire()
         except OSError as exc:
@@ -282,6 +288,11 @@ class Intake:
 
     def _adopt_spool(self, token: str) -> int:
         path = spool_path(self.spool_dir, token)
+        try:
+            check_file(path, "spool file")  # never adopt (and send) what another user put here
+        except NotOursError as exc:
+            self._log.error("adopt-foreign", "%s", exc)
+            return 0
         try:
             rows = read_spool(path)
         except OutboxError as exc:

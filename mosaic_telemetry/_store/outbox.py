@@ -97,7 +97,11 @@ class SqliteOutbox:
                 evictions=self._evictions,
                 clock=clock,
             )
-            self._intake.start()
+            try:
+                self._intake.start()
+            except OutboxError:  # a spool directory that is not ours: refuse the outbox
+                self._db.close()
+                raise
         self._leasing = Leasing(
             self._db,
             presence_of=lambda: None if self._intake is None else self._intake.presence,

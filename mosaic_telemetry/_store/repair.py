@@ -100,12 +100,23 @@ def copy_out(conn: sqlite3.Connection) -> FileContents:
     )
 
 
-def copy_in(conn: sqlite3.Connection, contents: FileContents) -> None:
+def copy_in(conn: sqlite3.Connection, contents: FileContents, *, fresh: bool = True) -> None:
     """Inside a write transaction of the new file: insert what :func:`copy_out` read.
 
-    Rows keep their ids and the meta keeps removed_count / removed_max_id, so ids are still
-    never reused and the ledger (tracked = highest id - requeued = every outcome) still holds.
+    Into a ``fresh`` (new, empty) file, rows keep their ids and the meta keeps removed_count /
+    removed_max_id and the counters, so ids are never reused and the ledger (tracked = highest
+    id - requeued = every outcome) still holds. Into an outbox that already has rows (one of
+    ours was put at the path), they are merged by ``event_id`` under new ids, as new events
+    of that file (its own ledger stays whole; the lost file's history goes with it).
     """
+    if not fresh:
+        conn.executemany(SQL_ADD, [(row[1], row[2], row[3]) for row in contents.pending])
+        conn.executemany(
+            "INSERT OR IGNORE INTO dead (event_id, body, enqueued_at, dead_at, attempts,"
+            " reason, http_status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            contents.dead,
+        )
+        return
     conn.executemany(
         f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS})"  # noqa: S608 - constant fragments
         f" VALUES ({_EVENT_PLACEHOLDERS})",

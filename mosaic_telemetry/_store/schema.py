@@ -130,16 +130,15 @@ PRAGMAS: Final = (
     "PRAGMA busy_timeout = {busy_timeout_ms}",
     "PRAGMA journal_mode = WAL",  # readers never block the writer; persists in the file
     "PRAGMA synchronous = {synchronous}",  # NORMAL: survives a process crash; FULL: power loss
-    # Shrink the WAL back to 4 MiB after a checkpoint. No connection checkpoints later than
-    # that (ADD_WAL_AUTOCHECKPOINT): a WAL truncated below the size add() fills it to makes
-    # every commit past the limit grow the file again (+20% per add(); docs/performance.md).
+    # Shrink the WAL back to 4 MiB after a checkpoint: the WAL budget of .maintenance.
     "PRAGMA journal_size_limit = 4194304",
     "PRAGMA wal_autocheckpoint = {wal_autocheckpoint}",
     "PRAGMA temp_store = MEMORY",
 )
 SYNCHRONOUS: Final = {"normal": "NORMAL", "full": "FULL"}
-#: add() connections only checkpoint as a safety net; the worker calls checkpoint().
-ADD_WAL_AUTOCHECKPOINT: Final = 1000  # pages: 4 MiB, the journal_size_limit
+#: add() connections never checkpoint: the worker (or a background thread) does, see
+#: .maintenance. Other connections run in the background anyway: 1000 pages (4 MiB).
+ADD_WAL_AUTOCHECKPOINT: Final = 0
 MAIN_WAL_AUTOCHECKPOINT: Final = 1000
 
 DDL: Final = (

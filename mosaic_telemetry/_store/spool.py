@@ -30,7 +30,7 @@ import attrs
 from .._exceptions import OutboxError
 from .connections import close_quietly, leak, transaction
 from .errors import map_error
-from .files import identity, prepare_spool_dir
+from .files import identity, open_private, prepare_spool_dir
 
 __all__ = [
     "SPOOL_SUFFIX",
@@ -72,8 +72,7 @@ def spool_path(spool_dir: pathlib.Path, token: str) -> pathlib.Path:
 
 def _connect(path: pathlib.Path, *, synchronous: str, create: bool) -> sqlite3.Connection:
     if create:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-        os.close(os.open(path, flags, 0o600))
+        open_private(path, "spool file")
     conn = sqlite3.connect(
         path.as_uri() + "?mode=rw",
         uri=True,
@@ -85,6 +84,7 @@ def _connect(path: pathlib.Path, *, synchronous: str, create: bool) -> sqlite3.C
         conn.execute("PRAGMA journal_mode = WAL").fetchall()
         conn.execute(f"PRAGMA synchronous = {synchronous}").fetchall()
         conn.execute("PRAGMA journal_size_limit = 1048576").fetchall()
+        conn.execute("PRAGMA wal_autocheckpoint = 100").fetchall()  # a spool stays small
         if create:
             with transaction(conn):
                 conn.execute(SPOOL_DDL)
