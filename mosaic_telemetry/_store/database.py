@@ -26,17 +26,15 @@ from typing import Final, Protocol
 
 from .._exceptions import OutboxBusyError, OutboxError
 from .._log import RateLimitedLogger, logger
-from . import files, maintenance, queue, recovery, repair
+from . import files, maintenance, opening, queue, recovery, repair
 from .connections import CONNECTIONS, close_quietly, connect, transaction
-from .errors import CorruptFileError, is_busy, is_corrupt, map_error
+from .errors import is_busy, map_error
 from .schema import (
     ADD_WAL_AUTOCHECKPOINT,
     MAIN_WAL_AUTOCHECKPOINT,
     SQL_ADD,
     SQL_REMOVED,
     apply_pragmas,
-    check_outbox,
-    create_schema,
 )
 
 __all__ = ["Database", "FileDatabase"]
@@ -98,9 +96,7 @@ class FileDatabase:
         self._lost: str | None = None
         self._rescued: repair.FileContents | None = None
         self._log = RateLimitedLogger(60.0)
-        self._inserts = 0  # since the last WAL check (see maintenance.CHECK_EVERY)
-        self._check_every = maintenance.CHECK_EVERY
-        self._checkpointer: threading.Thread | None = None
+        self._wal = maintenance.WalWatch(path, self.read)
         CONNECTIONS.enter()  # a fork waits until the new connection is registered
         try:
             conn = self._open_file()
@@ -120,54 +116,14 @@ class FileDatabase:
 
     # --- opening --------------------------------------------------------------------------
     def _open_file(self) -> sqlite3.Connection:
-        """Create the file if needed, check it, set it up; move a corrupt file aside once."""
-        files.prepare_location(self.path)
-        try:
-            return self._initialise()
-        except CorruptFileError as exc:
-            try:
-                aside = files.move_aside(self.path, "corrupt", self._clock())
-            except OutboxError as move_exc:
-                raise OutboxError(f"outbox {self.path} is corrupt: {move_exc}") from exc
-            logger.error(
-                "outbox %s is corrupt (%s); moved it aside to %s and started an empty outbox",
-                self.path,
-                exc,
-                aside,
-            )
-        files.prepare_location(self.path)
-        try:
-            return self._initialise()
-        except CorruptFileError as exc:
-            raise OutboxError(
-                f"outbox {self.path} is still corrupt after recreating: {exc}"
-            ) from exc
-
-    def _initialise(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms, create=True)
-            # Read-only checks first: a refused file is never modified.
-            if check_outbox(conn, self.path, mode=self._mode):
-                check = conn.execute("PRAGMA quick_check(1)").fetchone()
-                if check is None or check[0] != "ok":
-                    raise CorruptFileError(f"quick_check: {check[0] if check else 'no answer'}")
-            apply_pragmas(
-                conn,
-                busy_timeout_ms=self._busy_timeout_ms,
-                synchronous=self._synchronous,
-                wal_autocheckpoint=MAIN_WAL_AUTOCHECKPOINT,
-            )
-            with transaction(conn):
-                self.server_url = create_schema(conn, self.path, self._defaults)
-        except BaseException as exc:
-            if conn is not None:
-                close_quietly([conn])
-            if isinstance(exc, sqlite3.Error):
-                if is_corrupt(exc):
-                    raise CorruptFileError(str(exc)) from exc
-                raise map_error(exc, "opening", self.path) from exc
-            raise
+        """Create the file if needed, check it, set it up (see :mod:`.opening`)."""
+        conn, self.server_url = opening.open_outbox(
+            self.path,
+            busy_timeout_ms=self._busy_timeout_ms,
+            synchronous=self._synchronous,
+            defaults=self._defaults,
+            clock=self._clock,
+        )
         return conn
 
     @property
@@ -219,7 +175,7 @@ class FileDatabase:
         except BaseException:
             close_quietly([conn])
             raise
-        self._fit_checkpoints(conn, fast=fast)
+        maintenance.fit_autocheckpoint(conn, self.path, fast=fast)
         renewed = generation != self._known.generation  # the first since a fork: the anchor
         CONNECTIONS.register(self._serial, conn, pinned=renewed)
         if renewed:
@@ -269,7 +225,7 @@ class FileDatabase:
             lock = self._lock_for_writing(op, fast=False)
             try:
                 conn = self.connection()
-                self._fit_checkpoints(conn, fast=False)
+                maintenance.fit_autocheckpoint(conn, self.path, fast=False)
                 with transaction(conn):
                     yield conn
             finally:
@@ -298,10 +254,7 @@ class FileDatabase:
                     evicted = self._evict_now(conn, max_pending)
             finally:
                 lock.release()
-            self._inserts += 1
-            if self._inserts >= self._check_every:
-                self._inserts = 0
-                self._watch_wal(conn)
+            self._wal.after_insert(conn)
         except sqlite3.Error as exc:
             raise map_error(exc, "add", self.label) from exc
         finally:
@@ -348,49 +301,6 @@ class FileDatabase:
                 maintenance.give_space_back(conn, self.path)
         finally:
             lock.release()
-
-    def _fit_checkpoints(self, conn: sqlite3.Connection, *, fast: bool) -> bool:
-        """Set ``conn``'s autocheckpoint for the room left on the disk; True when it is tight.
-
-        On a small or nearly full file system every connection checkpoints (PASSIVE: waits for
-        nobody) once the WAL reaches its budget, so the WAL starts over instead of growing: a
-        WAL that fills the disk blocks every later write, even the acks that would free space,
-        and a background checkpoint comes too late against a tracking loop (it waits for a gap
-        between writers). That is the one checkpoint left on the track() path, on such a disk
-        only. Elsewhere add() never checkpoints and the others do at 4 MiB.
-        """
-        budget = maintenance.wal_budget(self.path)
-        tight = budget < maintenance.WAL_LIMIT
-        if tight:
-            pages = max(16, budget // 4096)
-        else:
-            pages = ADD_WAL_AUTOCHECKPOINT if fast else MAIN_WAL_AUTOCHECKPOINT
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}").fetchall()
-        return tight
-
-    def _watch_wal(self, conn: sqlite3.Connection) -> None:
-        """After every few inserts: keep the WAL within its budget (see :mod:`.maintenance`)."""
-        if self._fit_checkpoints(conn, fast=True):
-            self._check_every = 4  # each insert adds about 8 KiB to the WAL
-            return
-        self._check_every = maintenance.CHECK_EVERY
-        if maintenance.wal_size(self.path) > maintenance.WAL_LIMIT:
-            self._checkpoint_soon()
-
-    def _checkpoint_soon(self) -> None:
-        """From add(): the WAL is over its budget; truncate it on a thread of its own."""
-        running = self._checkpointer
-        if running is not None and running.is_alive():
-            return
-
-        def run() -> None:
-            with contextlib.suppress(OutboxError), self.read("checkpoint") as conn:
-                maintenance.checkpoint(conn, self.path, truncate=True)
-
-        self._checkpointer = threading.Thread(target=run, name="mosaic-telemetry-checkpoint")
-        self._checkpointer.daemon = True
-        self._checkpointer.start()
 
     # --- a file deleted or replaced while open --------------------------------------------------
     def ensure_file(self) -> int:
@@ -463,7 +373,7 @@ class FileDatabase:
 
     def after_fork_in_child(self) -> None:
         """Connections reopen lazily (the registry moved the generation); no thread here."""
-        self._checkpointer = None
+        self._wal.after_fork_in_child()
 
     def close(self) -> None:
         """Close this database's connections in this process; later calls raise OutboxError."""

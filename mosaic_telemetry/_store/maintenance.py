@@ -25,9 +25,23 @@ import contextlib
 import os
 import pathlib
 import sqlite3
+import threading
+from collections.abc import Callable
 from typing import Final
 
-__all__ = ["CHECK_EVERY", "WAL_LIMIT", "checkpoint", "give_space_back", "wal_budget", "wal_size"]
+from .._exceptions import OutboxError
+from .schema import ADD_WAL_AUTOCHECKPOINT, MAIN_WAL_AUTOCHECKPOINT
+
+__all__ = [
+    "CHECK_EVERY",
+    "WAL_LIMIT",
+    "WalWatch",
+    "checkpoint",
+    "fit_autocheckpoint",
+    "give_space_back",
+    "wal_budget",
+    "wal_size",
+]
 
 #: add() looks at the WAL's size once per this many inserts (one stat: about 1 µs).
 CHECK_EVERY: Final = 32
@@ -56,6 +70,27 @@ def wal_budget(path: pathlib.Path) -> int:
     return max(WAL_FLOOR, min(WAL_LIMIT, free // 4))
 
 
+def fit_autocheckpoint(conn: sqlite3.Connection, path: pathlib.Path, *, fast: bool) -> bool:
+    """Set ``conn``'s autocheckpoint for the room left on the disk; True when it is tight.
+
+    On a small or nearly full file system every connection checkpoints (PASSIVE: waits for
+    nobody) once the WAL reaches its budget, so the WAL starts over instead of growing: a WAL
+    that fills the disk blocks every later write, even the acks that would free space, and a
+    background checkpoint comes too late against a tracking loop (it waits for a gap between
+    writers). That is the one checkpoint left on the track() path (``fast``), on such a disk
+    only. Elsewhere add() connections never checkpoint and the others do at 4 MiB.
+    """
+    budget = wal_budget(path)
+    tight = budget < WAL_LIMIT
+    if tight:
+        pages = max(16, budget // 4096)
+    else:
+        pages = ADD_WAL_AUTOCHECKPOINT if fast else MAIN_WAL_AUTOCHECKPOINT
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute(f"PRAGMA wal_autocheckpoint = {pages}").fetchall()
+    return tight
+
+
 def checkpoint(conn: sqlite3.Connection, path: pathlib.Path, *, truncate: bool = False) -> None:
     """Copy the WAL into the database (PASSIVE: waits for nobody); when it is over its budget
     (or ``truncate``), also wait for readers and truncate it to zero bytes."""
@@ -75,3 +110,50 @@ def give_space_back(conn: sqlite3.Connection, path: pathlib.Path) -> bool:
     with contextlib.suppress(sqlite3.Error):  # readers may hold old pages: next cycle then
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     return True
+
+
+class WalWatch:
+    """add()'s look at the WAL every few inserts, and the background checkpoint it may start."""
+
+    def __init__(
+        self,
+        path: pathlib.Path,
+        read: Callable[[str], contextlib.AbstractContextManager[sqlite3.Connection]],
+    ) -> None:
+        self._path = path
+        self._read = read
+        self._inserts = 0
+        self._every = CHECK_EVERY
+        self._thread: threading.Thread | None = None
+
+    def after_insert(self, conn: sqlite3.Connection) -> None:
+        """Count one insert on ``conn`` (an add() connection); look at the WAL now and then."""
+        self._inserts += 1
+        if self._inserts < self._every:
+            return
+        self._inserts = 0
+        if fit_autocheckpoint(conn, self._path, fast=True):
+            self._every = 4  # a tight disk: each insert adds about 8 KiB to the WAL
+            return
+        self._every = CHECK_EVERY
+        if wal_size(self._path) > WAL_LIMIT:
+            self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        """A process without a worker: truncate the WAL on a short-lived thread of its own."""
+        running = self._thread
+        if running is not None and running.is_alive():
+            return
+
+        def run() -> None:
+            with contextlib.suppress(OutboxError), self._read("checkpoint") as conn:
+                checkpoint(conn, self._path, truncate=True)
+
+        self._thread = threading.Thread(target=run, name="mosaic-telemetry-checkpoint")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def after_fork_in_child(self) -> None:
+        """The parent's thread is not here."""
+        self._thread = None
+        self._inserts = 0
