@@ -152,3 +152,26 @@ def test_a_spool_file_of_another_user_is_never_adopted(open_sqlite: Factory) -> 
     os.chown(planted, OTHER_UID, OTHER_UID)
     assert outbox.absorb() == 0
     assert outbox.pending_count() == 0
+
+
+def test_a_spool_directory_removed_by_a_closing_outbox_meanwhile_is_made_again(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closing outbox removes the empty spool directory; one opening at that instant makes it
+    again instead of falling back to memory (1 of 50 parallel `track` processes did)."""
+    from mosaic_telemetry._store import files
+
+    spool_dir = tmp_path / "outbox.sqlite3.spool"
+    real_mkdir = os.mkdir
+    raced: list[bool] = []
+
+    def mkdir_then_lose_it(path: str | os.PathLike[str], mode: int = 0o777) -> None:
+        real_mkdir(path, mode)
+        if not raced:  # another process's close() removes it right after we made it
+            raced.append(True)
+            os.rmdir(path)
+
+    monkeypatch.setattr(files.os, "mkdir", mkdir_then_lose_it)
+    files.prepare_spool_dir(spool_dir)
+    assert raced == [True] and spool_dir.is_dir()
+    assert stat.S_IMODE(spool_dir.stat().st_mode) == 0o700

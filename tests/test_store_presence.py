@@ -65,9 +65,7 @@ def test_the_lock_file_appears_already_locked(
     assert not (tmp_path / "spool").exists()  # the empty directory goes too
 
 
-def test_own_tokens_are_never_probed(
-    open_sqlite: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_own_tokens_are_never_probed(open_sqlite: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     """This process's presence is known alive without opening its lock file a second time."""
     outbox = open_sqlite()
     token = outbox.lease_owner().token

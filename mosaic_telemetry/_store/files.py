@@ -166,13 +166,25 @@ def prepare_location(path: pathlib.Path) -> None:
 def prepare_spool_dir(spool_dir: pathlib.Path) -> None:
     """Create the spool directory (0700), and the outbox's directory (0700) if it is gone;
     NotOursError for a spool directory that is not ours."""
-    if not spool_dir.parent.is_dir():
-        os.makedirs(spool_dir.parent, mode=0o700, exist_ok=True)  # as prepare_location does
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(spool_dir, 0o700)
-    if os.path.islink(spool_dir):
-        raise NotOursError(f"refusing the spool directory {spool_dir}: it is a symbolic link")
-    check_dir(spool_dir, "spool directory")
+    for _ in range(5):
+        if not spool_dir.parent.is_dir():
+            os.makedirs(spool_dir.parent, mode=0o700, exist_ok=True)  # as prepare_location does
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(spool_dir, 0o700)
+        if os.path.islink(spool_dir):
+            raise NotOursError(f"refusing the spool directory {spool_dir}: it is a symbolic link")
+        try:
+            check_dir(spool_dir, "spool directory")
+        except NotOursError:
+            raise
+        except OutboxError:
+            if os.path.lexists(spool_dir):
+                raise
+            # Another outbox closing just now removed it (it was empty): make it again.
+            # Reproduce: 50 processes that each open, track one event and close at once.
+            continue
+        return
+    raise OutboxError(f"the spool directory {spool_dir} keeps disappearing")
 
 
 def remove_side_files(path: pathlib.Path) -> None:

@@ -25,7 +25,7 @@ from .._exceptions import OutboxBusyError, OutboxError
 from .._log import RateLimitedLogger, logger
 from . import leases, presence, queue
 from .evictions import EvictionLog
-from .files import NotOursError, check_file, move_aside, prepare_spool_dir
+from .files import NotOursError, check_file, move_aside
 from .presence import LOCK_SUFFIX, Presence
 from .spool import SPOOL_SUFFIX, Spool, delete_spool_files, read_spool, spool_path
 
@@ -92,16 +92,16 @@ class Intake:
         Raises NotOursError when the spool directory belongs to someone else (or is writable
         by others): spools found there would be adopted and sent with our key.
         """
-        if os.path.lexists(self.spool_dir):
-            prepare_spool_dir(self.spool_dir)  # checks it
         try:
-            self.presence.acquire()
-        except OSError as exc:
+            self.presence.acquire()  # makes and checks the spool directory first
+        except NotOursError:
+            raise
+        except (OSError, OutboxError) as exc:
             logger.warning(
                 "cannot create the presence lock in %s (%s); leases of this process fall back "
                 "to pid and clock checks",
                 self.spool_dir,
-                exc.strerror or exc,
+                getattr(exc, "strerror", None) or exc,
             )
 
     def ensure(self) -> None:
