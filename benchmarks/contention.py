@@ -1,10 +1,10 @@
-"""Figure 2: ``track()`` under contention, 4 processes tracking into one outbox.
+"""Figure 2: ``track()`` under contention, 4 processes x 2 threads tracking into one outbox.
 
 Each child process runs a started client (default settings, ``max_queue_size`` raised so that
 nothing is evicted) on the same outbox file; their workers drain it meanwhile to one loopback
-sink (``sinks.py peer``, a fast server). Each child tracks at a steady rate (1,000 events/s,
-so the 4 trackers, 4 workers and the sink fit on 2 cores instead of measuring CPU starvation)
-and times every call.
+sink (``sinks.py peer``, a fast server). Each child tracks from 2 threads at a steady rate
+(1,000 events/s per process, so the 4 trackers, 4 workers and the sink fit on 2 cores instead
+of measuring CPU starvation) and times every call.
 
 The baseline is the same load written the plain way: 4 processes doing autocommit ``INSERT``
 into one WAL file (``sqlite3`` defaults: a 5 s busy timeout), each with a thread that deletes
@@ -28,7 +28,8 @@ from typing import Any
 
 from common import BENCH_DIR, child_pythonpath, example_events, percentile
 
-PROCESSES = 4
+PROCESSES = int(os.environ.get("CONTENTION_PROCESSES", "4"))
+THREADS = int(os.environ.get("CONTENTION_THREADS", "2"))  # tracking threads per process
 RATE = 1000.0  # events per second per process
 
 
@@ -46,6 +47,21 @@ def _paced(calls: list[Any], call: Any, rate: float, start: float) -> list[int]:
     return samples
 
 
+def _threaded(calls: list[Any], call: Any, rate: float, start: float) -> list[int]:
+    """``_paced`` from THREADS threads, each with its share of ``calls`` and of ``rate``."""
+    shares: list[list[int]] = [[] for _ in range(THREADS)]
+
+    def run(n: int) -> None:
+        shares[n] = _paced(calls[n::THREADS], call, rate / THREADS, start)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [s for share in shares for s in share]
+
+
 def child(kind: str, path: str, url: str, count: int, rate: float, start: float) -> None:
     from mosaic_telemetry._wire.events import event_to_json
 
@@ -55,14 +71,22 @@ def child(kind: str, path: str, url: str, count: int, rate: float, start: float)
         from common import started_client
 
         with started_client(url, pathlib.Path(path), max_queue_size=1_000_000) as client:
-            samples = _paced(events, client.track, rate, start)
+            samples = _threaded(events, client.track, rate, start)
             client.flush(timeout=60)
             stats = client.stats()
         extra = {k: stats[k] for k in ("handed_off", "lost", "delivered")}
     else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL").fetchall()
-        conn.execute("PRAGMA synchronous = NORMAL")
+        local = threading.local()
+
+        def connection() -> sqlite3.Connection:
+            conn: sqlite3.Connection | None = getattr(local, "conn", None)
+            if conn is None:  # one per thread, as the SDK has
+                conn = local.conn = sqlite3.connect(path, isolation_level=None)
+                conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                conn.execute("PRAGMA synchronous = NORMAL")
+            return conn
+
+        lock = threading.Lock()
         drain = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         wake = threading.Semaphore(0)
         done = threading.Event()
@@ -84,12 +108,13 @@ def child(kind: str, path: str, url: str, count: int, rate: float, start: float)
         tracked = [0]
 
         def insert(text: str) -> None:
-            conn.execute(sql, (text,))
-            tracked[0] += 1
-            if tracked[0] % 100 == 0:
-                wake.release()
+            connection().execute(sql, (text,))
+            with lock:
+                tracked[0] += 1
+                if tracked[0] % 100 == 0:
+                    wake.release()
 
-        samples = _paced(texts, insert, rate, start)
+        samples = _threaded(texts, insert, rate, start)
         done.set()
         thread.join()
     print(json.dumps({"samples": samples, **extra}))

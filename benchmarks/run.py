@@ -159,7 +159,8 @@ def contention_rows(settings: Settings, folder: pathlib.Path, sink: Sink) -> lis
         sink.reset()
         plain.append(contention.run_round("plain", folder, sink.url, settings.contention_calls))
     name = (
-        f"2. track(), {contention.PROCESSES} processes x {settings.contention_calls:,} calls "
+        f"2. track(), {contention.PROCESSES} processes x {contention.THREADS} threads x "
+        f"{settings.contention_calls:,} calls "
         f"at {contention.RATE:,.0f}/s each, workers draining"
     )
     base = "plain sqlite3 INSERT, same load"
@@ -190,7 +191,7 @@ def contention_rows(settings: Settings, folder: pathlib.Path, sink: Sink) -> lis
             _x(ratio_of(ours, plain, "median")),
         ),
         Row(
-            f"{name}: handed to the worker (outbox locked > 5 ms)",
+            f"{name}: spooled (outbox locked > 1 ms)",
             f"{handed:,.0f} of {calls:,.0f} ({handed / calls:.2%})",
             f"lost: {median_of(ours, 'lost'):,.0f}",
         ),

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import attrs
 
 from ._config import Settings, TelemetryConfig
-from ._delivery.handoff import Handoff
-from ._delivery.ports import Outbox, Sender
+from ._delivery.ports import Sender
 from ._delivery.seam import Transport
 from ._delivery.stats import FlushResult, Stats, WorkerSettings
 from ._enums import Complexity, Harness, Provider, RepoSizeCategory, TaskType
-from ._exceptions import OutboxBusyError, OutboxError
+from ._exceptions import OutboxError
 from ._log import RateLimitedLogger, logger
 from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
 from ._predictions import PredictionCache
@@ -76,14 +75,12 @@ class TelemetryClient:
         self._batch_size = self._settings.batch_size
         self._max_queue = self._settings.max_queue_size
         self._shutdown_timeout = self._settings.shutdown_timeout_seconds
-        self._outbox: Outbox | None = None
+        self._outbox: SqliteOutbox | None = None
         self._worker: Worker | None = None
         self._running = False
         self._stopped = False  # stop() was called: a forked child stays stopped too
         self._unsent = 0
         self._pid = os.getpid()
-        self._handoff = Handoff(self._max_queue)
-        self._persister: threading.Thread | None = None
         self._prediction_lock = threading.Lock()
         self._prediction_api: TelemetryApi | None = None
         if self._enabled:
@@ -126,7 +123,7 @@ class TelemetryClient:
         )
 
     # --- outbox -------------------------------------------------------------------------------
-    def _open_outbox(self) -> Outbox:
+    def _open_outbox(self) -> SqliteOutbox:
         config = self._config
         path = config.resolved_outbox_path()
         try:
@@ -148,7 +145,7 @@ class TelemetryClient:
             )
         return outbox
 
-    def _memory_fallback(self, exc: BaseException) -> Outbox:
+    def _memory_fallback(self, exc: BaseException) -> SqliteOutbox:
         logger.error(
             "telemetry outbox unusable (%s); keeping events in memory only (not durable, at "
             "most %d)",
@@ -158,7 +155,7 @@ class TelemetryClient:
         self._stats.error(f"outbox unusable: {exc}", self._clock())
         return SqliteOutbox.in_memory(max_pending=self._max_queue, clock=self._clock)
 
-    def _current_outbox(self) -> Outbox:
+    def _current_outbox(self) -> SqliteOutbox:
         assert self._outbox is not None
         return self._outbox
 
@@ -190,7 +187,6 @@ class TelemetryClient:
                 self._worker = Worker(
                     outbox=self._current_outbox,
                     sender=self._make_sender(),
-                    handoff=self._handoff,
                     stats=self._stats,
                     settings=WorkerSettings(
                         batch_size=self._batch_size,
@@ -251,7 +247,7 @@ class TelemetryClient:
             self._running = False
             self._stopped = True
         if worker is None:
-            self._settle_handoff()  # never started: no worker has written the hand-off queue
+            self._absorb()  # never started: no worker moves what track() spooled
         elif not worker.stop(self._shutdown_timeout):
             logger.warning(
                 "telemetry worker still busy after %.1f s; undelivered events stay in the outbox",
@@ -306,8 +302,6 @@ class TelemetryClient:
         self._pid = os.getpid()
         self._running = self._enabled and not self._stopped
         self._lock = threading.RLock()
-        self._handoff = Handoff(self._max_queue)
-        self._persister = None
         self._stats = Stats()
         self._worker = None
         self._unsent = 0
@@ -334,24 +328,9 @@ class TelemetryClient:
             self._log.error("track", "telemetry event not tracked: %r", exc)
 
     def _store(self, event_id: str, text: str) -> None:
-        outbox = self._current_outbox()
-        try:
-            inserted, evicted = outbox.add(event_id, text)
-        except OutboxBusyError:
-            self._hand_off(event_id, text)
-            return
-        except OutboxError as exc:
-            # A write that fails now (disk full, I/O error) may work later: the worker keeps
-            # retrying the hand-off into the same file, which it also keeps draining.
-            self._stats.error(f"outbox write failed: {exc}", self._clock())
-            self._log.error(
-                "outbox-write",
-                "telemetry outbox write failed (%s); the event is "
-                "held in memory until the outbox accepts it",
-                exc,
-            )
-            self._hand_off(event_id, text)
-            return
+        # On disk before this returns: the outbox, or this process's spool when the outbox is
+        # locked or failing; memory only if neither can be written (counted by the outbox).
+        inserted, evicted = self._current_outbox().add(event_id, text)
         if evicted:
             self._stats.add("evicted", evicted)
         if inserted:
@@ -361,69 +340,15 @@ class TelemetryClient:
                 self._unsent = 0
                 self._wake()
 
-    def _hand_off(self, event_id: str, text: str) -> None:
-        if self._handoff.put(event_id, text):
-            self._stats.add("tracked")
-            self._stats.add("handed_off")
-        else:
-            self._stats.add("lost")
-            self._log.error(
-                "handoff-full",
-                "telemetry event lost: the outbox stayed locked and "
-                "the in-memory handoff queue is full",
-            )
-        if self._running:
-            self._wake()
-        else:
-            self._persist_soon()
-
-    def _persist_soon(self) -> None:
-        """Not started, so no worker: a short-lived thread writes the hand-off queue instead.
-
-        Without it, events handed off by a client that only tracks (a CLI, a process that
-        leaves sending to another one) stayed in memory and vanished at exit, uncounted.
-        """
-        with self._lock:
-            if self._persister is not None:
-                return  # the running persister re-checks the queue before it ends
-            self._persister = threading.Thread(
-                target=self._persist_loop, name="mosaic-telemetry-handoff", daemon=True
-            )
-            self._persister.start()
-
-    def _persist_loop(self) -> None:
-        while True:
-            written = self._persist_handoff()
-            with self._lock:
-                if not written or not len(self._handoff):
-                    self._persister = None
-                    return
-
-    def _settle_handoff(self) -> None:
-        """Wait for a persister still writing (bounded), then write what is left ourselves.
-
-        Without the wait, a persister's batch that was taken off the queue but not yet
-        committed died with the process at exit (its thread is a daemon).
-        """
-        persister = self._persister
-        if persister is not None and persister is not threading.current_thread():
-            persister.join(self._shutdown_timeout)
-        self._persist_handoff()
-
-    def _persist_handoff(self) -> bool:
-        """Write the hand-off queue to the outbox; False if it failed (events stay queued)."""
+    def _absorb(self) -> None:
+        """No worker: move what this process spooled into the outbox (best effort; what
+        stays in the spool is adopted by the next process that opens the outbox)."""
         if self._outbox is None:
-            return True
+            return
         try:
-            evicted = self._handoff.persist_into(self._outbox, self._batch_size)
+            self._outbox.absorb()
         except OutboxError as exc:
-            self._log.error(
-                "outbox-write", "telemetry outbox write failed (%s); events stay in memory", exc
-            )
-            return False
-        if evicted:
-            self._stats.add("evicted", evicted)
-        return True
+            self._log.error("outbox-write", "telemetry spool not moved into the outbox: %s", exc)
 
     def _wake(self) -> None:
         if self._running:
@@ -451,13 +376,13 @@ class TelemetryClient:
 
     @property
     def queue_size(self) -> int:
-        """Events waiting to be sent (in the outbox, plus any handed to the worker)."""
+        """Events waiting to be sent (in the outbox, plus any this process spooled)."""
         if self._outbox is None:
             return 0
         try:
-            return self._outbox.pending_count() + len(self._handoff)
+            return self._outbox.pending_count() + self._outbox.spooled_count()
         except OutboxError:
-            return len(self._handoff)
+            return self._outbox.spooled_count()
 
     def stats(self) -> dict[str, Any]:
         """Counters of this client plus the outbox's pending figures; never raises."""
@@ -465,7 +390,7 @@ class TelemetryClient:
         outbox = self._outbox
         result.update(
             pending=self.queue_size,
-            held_in_memory=len(self._handoff),
+            held_in_memory=outbox.held_in_memory() if outbox is not None else 0,
             oldest_pending_age_seconds=None,
             dead=0,
             durable=bool(getattr(outbox, "durable", False)),
@@ -476,9 +401,12 @@ class TelemetryClient:
             config_problems=list(self._problems),
         )
         if outbox is not None:
+            intake = outbox.intake_counts()
+            result["handed_off"], result["lost"] = intake.spooled, intake.lost
             try:
                 result["oldest_pending_age_seconds"] = outbox.oldest_pending_age()
                 result["dead"] = outbox.dead_count()
+                result["ledger"] = outbox.ledger().to_dict()
             except OutboxError as exc:
                 result["last_error"] = str(exc)
         return result
@@ -592,7 +520,7 @@ def _stop_all_at_exit() -> None:
         if client.is_running:
             client.stop()
         elif client._pid == os.getpid():
-            client._settle_handoff()
+            client._absorb()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

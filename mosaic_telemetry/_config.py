@@ -118,7 +118,7 @@ class TelemetryConfig:
     instance_id: str | None = None
     enabled: bool | None = None
     submit_interval_seconds: float = 300.0
-    max_queue_size: int = 1000
+    max_queue_size: int = 200_000
     batch_size: int = 100
     request_timeout_seconds: float = 10.0
     prediction_cache_ttl_seconds: float = 21600.0

@@ -64,3 +64,49 @@ def run_child(body: Callable[[], None]) -> int:
 def file_state(path: pathlib.Path) -> tuple[bytes, int, list[str]]:
     """Bytes, mtime and sibling names: enough to tell a file was not modified."""
     return path.read_bytes(), path.stat().st_mtime_ns, sorted(os.listdir(path.parent))
+
+
+class ChildProgram:
+    """A Python child process running ``script`` with this tree importable; talks by lines."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        import subprocess
+        import sys
+        import textwrap
+
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+
+    def line(self) -> str:
+        """The next line the child printed (its stderr on EOF, to say why)."""
+        assert self.process.stdout is not None
+        text = self.process.stdout.readline()
+        if not text:
+            assert self.process.stderr is not None
+            raise AssertionError(f"child ended: {self.process.stderr.read()}")
+        return text.rstrip("\n")
+
+    def say(self, text: str) -> None:
+        """Send one line to the child's stdin."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        """SIGKILL the child and reap it."""
+        self.process.kill()
+        self.process.wait(60)
+
+    def finish(self) -> int:
+        """Close stdin and wait for the exit code."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return self.process.wait(120)

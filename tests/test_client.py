@@ -57,7 +57,10 @@ def test_small_batch_size_is_honoured(
     for event in make_events(14):
         client.track(event)
     assert server.wait_for_events(14, timeout=20)
-    assert [len(r.json["events"]) for r in server.requests] == [7, 7]
+    sizes = [len(r.json["events"]) for r in server.requests]
+    # The 7th track() wakes the worker, which sends 7; the other 7 arrive while it sends, so
+    # how they split into later batches depends on timing, never above 7.
+    assert (sizes[0], max(sizes), sum(sizes)) == (7, 7, 14), sizes
 
 
 def test_event_is_on_disk_as_readable_json_when_track_returns(
@@ -378,28 +381,30 @@ def test_a_failing_outbox_write_is_retried_by_the_worker(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A write error (disk full) holds events in memory; they and the rows on disk all arrive."""
+    """A write error (disk full) sends events to the spool; they and the rows on disk arrive."""
     from mosaic_telemetry import OutboxError
-    from mosaic_telemetry._store import SqliteOutbox
+    from mosaic_telemetry._store.database import FileDatabase
 
     client = TelemetryClient(make_config())
     clients.append(client)
     on_disk = make_event()
     client.track(on_disk)
-    real_add = SqliteOutbox.add
+    real_add = FileDatabase.add
 
-    def full_disk(self: SqliteOutbox, event_id: str, body: str) -> tuple[bool, int]:
+    def full_disk(
+        self: FileDatabase, row: tuple[str, str, float], max_pending: int
+    ) -> tuple[bool, int]:
         raise OutboxError("database or disk is full")
 
-    monkeypatch.setattr(SqliteOutbox, "add", full_disk)
+    monkeypatch.setattr(FileDatabase, "add", full_disk)
     held = make_event()
     with caplog.at_level(logging.ERROR, logger="mosaic_telemetry"):
         client.track(held)
         client.track(make_event())
     assert len([r for r in caplog.records if "outbox write failed" in r.message]) == 1
-    assert client.stats()["durable"] is True
+    assert client.stats()["durable"] is True  # the spool is on disk
     assert client.stats()["handed_off"] == 2
-    monkeypatch.setattr(SqliteOutbox, "add", real_add)
+    monkeypatch.setattr(FileDatabase, "add", real_add)
     client.start()
     assert client.flush(timeout=20).remaining == 0
     stored = {e["event_id"] for e in server.events}

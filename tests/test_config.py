@@ -56,7 +56,7 @@ def test_defaults_without_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     config = TelemetryConfig()
     assert (config.enabled, config.dry_run, config.batch_size) == (True, False, 100)
-    assert (config.submit_interval_seconds, config.max_queue_size) == (300.0, 1000)
+    assert (config.submit_interval_seconds, config.max_queue_size) == (300.0, 200_000)
     assert (config.request_timeout_seconds, config.max_retries) == (10.0, 3)
     assert config.prediction_cache_ttl_seconds == 21600.0
     assert (config.durability, config.shutdown_timeout_seconds) == ("normal", 5.0)

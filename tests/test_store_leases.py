@@ -76,33 +76,68 @@ def test_concurrent_claimers_on_one_file_get_disjoint_rows(open_sqlite: Factory)
     assert len(every) == len(set(every)) == 200
 
 
-def test_expired_lease_is_claimable_again(make: Factory, clock: FakeClock) -> None:
-    """Once lease_expires_at passes, another owner takes the row and attempts grows."""
+def far(name: str) -> LeaseOwner:
+    """A lease owner on another host: only the wall clock can end its leases."""
+    return LeaseOwner(token=name, host="another-host", pid=4242)
+
+
+def test_a_claim_takes_unleased_rows_only(make: Factory, clock: FakeClock) -> None:
+    """However long ago a lease expired, claim() skips the row until reclaiming clears it."""
     outbox = make()
     fill(outbox, 1)
-    assert [r.attempts for r in outbox.claim(owner("a"), 1, 30)] == [1]
-    clock.advance(29.9)
+    assert [r.attempts for r in outbox.claim(far("a"), 1, 30)] == [1]
+    clock.advance(3600)
     assert outbox.claim(owner("b"), 1, 30) == []
-    clock.advance(0.1)
+    assert outbox.reclaim_orphaned_leases() == 1
     assert [r.attempts for r in outbox.claim(owner("b"), 1, 30)] == [2]
     assert outbox.get_row("e0")["lease_owner"] == "b"
+
+
+def test_a_lease_of_another_host_expires_by_the_wall_clock(make: Factory, clock: FakeClock) -> None:
+    """The last resort: another host's lease is cleared once lease_expires_at has passed."""
+    outbox = make()
+    fill(outbox, 1)
+    outbox.claim(far("a"), 1, 30)
+    clock.advance(29.9)
+    assert outbox.reclaim_orphaned_leases() == 0
+    clock.advance(0.1)
+    assert outbox.reclaim_orphaned_leases() == 1
 
 
 def test_renew_extends_only_rows_still_owned(make: Factory, clock: FakeClock) -> None:
     """renew() keeps the owner's leases alive and fails for a row another owner took over."""
     outbox = make()
     fill(outbox, 2)
-    rows = outbox.claim(owner("a"), 2, 30)
+    rows = outbox.claim(far("a"), 2, 30)
     ids = [r.row_id for r in rows]
     clock.advance(20)
-    assert outbox.renew(owner("a"), ids, 30) == ids
+    assert outbox.renew(far("a"), ids, 30) == ids
     clock.advance(20)  # 40 s after the claim: alive only thanks to the renewal
-    assert outbox.claim(owner("b"), 2, 30) == []
-    clock.advance(30)  # now expired
+    assert outbox.reclaim_orphaned_leases() == 0
+    outbox.release(far("a"), ids[:1])
     taken = outbox.claim(owner("b"), 1, 30)
     assert [r.row_id for r in taken] == ids[:1]
-    assert outbox.renew(owner("a"), ids, 30) == ids[1:]
-    assert outbox.renew(owner("a"), [], 30) == []
+    assert outbox.renew(far("a"), ids, 30) == ids[1:]
+    assert outbox.renew(far("a"), [], 30) == []
+
+
+def test_own_leases_stand_whatever_the_wall_clock_until_the_monotonic_bound(
+    open_sqlite: Factory, clock: FakeClock
+) -> None:
+    """This process's lease survives a wall clock +1 h; its own monotonic clock ends it."""
+    monotonic = FakeClock(100.0)
+    outbox = open_sqlite(monotonic=monotonic)
+    fill(outbox, 2)
+    me = outbox.lease_owner()
+    outbox.claim(me, 2, 30)
+    clock.advance(3600)
+    assert outbox.reclaim_orphaned_leases() == 0
+    assert outbox.claim(owner("peer"), 2, 30) == []
+    monotonic.advance(29)
+    assert outbox.reclaim_orphaned_leases() == 0
+    monotonic.advance(1)
+    assert outbox.reclaim_orphaned_leases() == 2  # a sender that never came back
+    assert len(outbox.claim(owner("peer"), 2, 30)) == 2
 
 
 def test_release_clears_owned_leases_and_respects_retry_at(make: Factory, clock: FakeClock) -> None:

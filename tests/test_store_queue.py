@@ -54,19 +54,80 @@ def test_eviction_drops_oldest_and_counts(make: Factory) -> None:
     assert outbox.counters()["evicted"] == 4
 
 
-def test_eviction_logs_a_rate_limited_warning(
+def test_eviction_log_lines_carry_the_true_count(
     make: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A full outbox logs a warning on the mosaic_telemetry logger, not one per event."""
-    outbox = make(max_pending=2)
+    """At most one warning a minute, each with every eviction since the previous line."""
+    monotonic = FakeClock(0.0)
+    outbox = make(max_pending=2, monotonic=monotonic)
     with caplog.at_level(logging.WARNING, logger="mosaic_telemetry"):
         fill(outbox, 2)
-        for i in range(5):
+        for i in range(5):  # 5 evictions: the first is logged at once, 4 are held back
             outbox.add(f"x{i}", "{}")
-    warnings = [r for r in caplog.records if "evicted" in r.getMessage()]
-    assert len(warnings) == 1
-    assert warnings[0].levelno == logging.WARNING
-    assert outbox.counters()["evicted"] == 5
+        monotonic.advance(61)
+        outbox.add_many([(f"y{i}", "{}") for i in range(3)])  # 3 more: this line says 7
+        outbox.add("z", "{}")  # within the minute again: counted, not logged
+        outbox.close()  # close reports what is left
+    lines = [r.getMessage() for r in caplog.records if "evicted" in r.getMessage()]
+    counts = [int(line.split("evicted ")[1].split()[0]) for line in lines]
+    assert counts == [1, 7, 1]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_eviction_never_deletes_a_leased_row(make: Factory) -> None:
+    """Rows in flight are skipped: the oldest unleased go, each counted exactly once."""
+    outbox = make(max_pending=3)
+    fill(outbox, 3)
+    in_flight = outbox.claim(owner("sender"), 2, LEASE)
+    assert outbox.add_many([("n0", "{}"), ("n1", "{}")]) == (2, 2)
+    assert [r["event_id"] for r in outbox.list_rows()] == ["e0", "e1", "n1"]
+    outbox.ack([r.row_id for r in in_flight])  # delivered: counted once, never as evicted too
+    ledger = outbox.ledger()
+    assert (ledger.delivered, ledger.evicted, ledger.pending) == (2, 2, 1)
+    assert ledger.balanced
+
+
+def test_with_every_row_in_flight_the_bound_holds_on_the_unleased_ones(make: Factory) -> None:
+    """All rows leased: a new event beyond the bound is the one evicted (the oldest unleased),
+    counted; the rows in flight are delivered, never evicted too."""
+    outbox = make(max_pending=2)
+    fill(outbox, 2)
+    rows = outbox.claim(owner("sender"), 2, LEASE)
+    assert outbox.add("late", "{}") == (True, 1)
+    assert outbox.pending_count() == 2
+    outbox.ack([r.row_id for r in rows])
+    assert outbox.add("later", "{}") == (True, 0)
+    ledger = outbox.ledger()
+    assert (ledger.delivered, ledger.evicted, ledger.pending, ledger.balanced) == (2, 1, 1, True)
+
+
+def test_the_ledger_balances_after_a_burst_with_eviction(open_sqlite: Factory) -> None:
+    """A burst past the bound with sends, rejections, requeues and purges: every event has one
+    outcome, and the persisted counts hold after a reopen."""
+    outbox = open_sqlite(max_pending=100)
+    outbox.add_many([(f"a{i}", "{}") for i in range(150)])  # 50 evicted at once
+    for i in range(100):
+        outbox.add(f"b{i}", "{}")  # 100 more, each evicting one
+    batch = outbox.claim(owner("s"), 40, LEASE)
+    outbox.ack([r.row_id for r in batch[:30]], [r.row_id for r in batch[30:35]])
+    outbox.dead_letter([(r.row_id, "bad", 422) for r in batch[35:]])
+    outbox.requeue([batch[35].event_id])
+    outbox.add_many([(f"c{i}", "{}") for i in range(20)])
+    outbox.purge(dead_only=True)
+    ledger = outbox.ledger()
+    assert ledger.balanced, ledger
+    assert ledger.to_dict() == {
+        "tracked": 270,
+        "delivered": 30,
+        "duplicates": 5,
+        "dead": 0,
+        "evicted": 150,
+        "purged": 4,
+        "pending": 81,
+        "dry_run": 0,
+    }
+    outbox.close()
+    assert open_sqlite().ledger() == ledger
 
 
 def test_add_runs_no_count_query(open_sqlite: Factory) -> None:
@@ -88,7 +149,9 @@ def test_add_runs_no_count_query(open_sqlite: Factory) -> None:
 )
 @given(
     ops=st.lists(
-        st.tuples(st.sampled_from(["add", "ack", "dead", "requeue", "claim"]), st.integers(0, 7)),
+        st.tuples(
+            st.sampled_from(["add", "ack", "dead", "requeue", "claim", "purge"]), st.integers(0, 7)
+        ),
         max_size=40,
     )
 )
@@ -109,9 +172,12 @@ def test_pending_counter_matches_rows(tmp_path: pathlib.Path, ops: list[tuple[st
                     outbox.ack(ids[: n // 2], ids[n // 2 :])
                 elif op == "dead":
                     outbox.dead_letter([(i, "bad", 400) for i in ids])
+                elif op == "purge":
+                    outbox.purge(dead_only=n % 2 == 0)
                 else:
                     outbox.requeue()
             assert outbox.pending_count() == len(outbox.list_rows()) <= 5
+            assert outbox.ledger().balanced
     finally:
         outbox.close()
 

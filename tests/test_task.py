@@ -102,9 +102,13 @@ def finish(task: TaskRecorder, n: int = 1) -> None:
 
 
 def stored(outbox_path: Path) -> dict[str, dict[str, Any]]:
-    """The outbox's pending events, by event_id, read with a separate connection."""
+    """The events on disk, by event_id, read with a separate connection: the outbox's pending
+    rows and those in spool files (track() met the outbox locked by another thread)."""
     with sqlite3.connect(outbox_path) as db:
         rows = db.execute("SELECT event_id, body FROM events").fetchall()
+    for spool in outbox_path.parent.glob(f"{outbox_path.name}.spool/*.sqlite3"):
+        with sqlite3.connect(spool) as db:
+            rows += db.execute("SELECT event_id, body FROM spooled").fetchall()
     return {event_id: json.loads(body) for event_id, body in rows}
 
 

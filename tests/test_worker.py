@@ -11,7 +11,6 @@ import pytest
 
 from mosaic_telemetry import TransportError, TransportRequest, TransportResponse
 from mosaic_telemetry._delivery.api import DryRunApi, TelemetryApi
-from mosaic_telemetry._delivery.handoff import Handoff
 from mosaic_telemetry._delivery.ports import Sender
 from mosaic_telemetry._delivery.stats import Stats, WorkerSettings
 from mosaic_telemetry._delivery.worker import FIRST_PAUSE_SECONDS, Worker
@@ -80,7 +79,6 @@ class Rig:
         return Worker(
             outbox=lambda: self.outbox,
             sender=sender,
-            handoff=Handoff(100),
             stats=self.stats,
             settings=settings,
             clock=lambda: self.clocks.wall,

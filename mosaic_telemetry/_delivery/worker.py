@@ -29,9 +29,8 @@ from .._exceptions import OutboxError, TelemetryError
 from .._log import RateLimitedLogger, logger
 from .._store import META_LAST_ERROR
 from .._wire.replies import SendKind, SendResult
-from .handoff import Handoff
 from .policy import Next, Plan, is_retryable, plan_batch, verdict_backoff
-from .ports import ClaimedRow, LeaseOwner, Outbox, Sender
+from .ports import ClaimedRow, Outbox, Sender
 from .retry import make_retrying
 from .stats import Stats, WorkerSettings
 
@@ -50,7 +49,6 @@ class Worker:
         *,
         outbox: Callable[[], Outbox],
         sender: Sender | None,
-        handoff: Handoff,
         stats: Stats,
         settings: WorkerSettings,
         on_error: Callable[[BaseException], None] | None = None,
@@ -62,7 +60,6 @@ class Worker:
     ) -> None:
         self._outbox = outbox
         self._sender = sender
-        self._handoff = handoff
         self._stats = stats
         self._settings = settings
         self._on_error = on_error
@@ -70,7 +67,7 @@ class Worker:
         self._mono = monotonic
         self._log = log or RateLimitedLogger()
         self._name = name
-        self._owner = LeaseOwner.for_this_process()
+        self._owner = outbox().lease_owner()  # its presence token: peers see it alive
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._cond = threading.Condition()
@@ -166,12 +163,12 @@ class Worker:
         return max(0.0, min(wait, self._wake_at - now))
 
     def run_cycle(self, *, final: bool = False) -> None:
-        """One cycle: repair the file, persist the hand-off, drain, checkpoint; never raises."""
+        """One cycle: repair the file, absorb the spool, drain, checkpoint; never raises."""
         with self._cond:
             asked = self._flush_asked
             forced = final or asked > self._flush_served
         self._safe(lambda: self._outbox().ensure_file())  # the file deleted under us: recreate
-        self._safe(self._persist_handoff)
+        self._safe(self._absorb)  # what track() spooled while the outbox was locked
         self._safe(lambda: self._drain(final=final, forced=forced))
         self._safe(lambda: self._outbox().checkpoint())
         with self._cond:
@@ -203,20 +200,17 @@ class Worker:
         if reclaimed:
             logger.info("reclaimed %d events leased by a process that is gone", reclaimed)
 
-    def _persist_handoff(self) -> None:
+    def _absorb(self) -> None:
         try:
-            evicted = self._handoff.persist_into(self._outbox(), self._settings.batch_size)
+            self._outbox().absorb()
         except OutboxError as exc:
             # The key track() logs the same failure under: one line for the host, not two.
             self._report(
                 "outbox-write",
                 exc,
-                f"telemetry outbox write failed ({exc}); {len(self._handoff)} events are "
-                "held in memory until the outbox accepts them",
+                f"telemetry outbox write failed ({exc}); spooled events stay in this "
+                "process's spool until the outbox accepts them",
             )
-            return
-        if evicted:
-            self._stats.add("evicted", evicted)
 
     def _shared_wait(self, outbox: Outbox) -> float:
         """Seconds until the shared pause ends for this process (monotonic, clamped).

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from .leases import ClaimedRow, LeaseOwner, pid_is_alive
 from .outbox import SqliteOutbox
-from .reader import OutboxReader, OutboxStatus
+from .reader import OutboxReader, OutboxStatus, SpoolStatus
 from .schema import COUNTER_NAMES, MAX_ROW_DELAY_SECONDS, META_LAST_ERROR, SCHEMA_VERSION, TABLES
+from .state import Ledger
 
 __all__ = [
     "COUNTER_NAMES",
@@ -29,8 +30,10 @@ __all__ = [
     "TABLES",
     "ClaimedRow",
     "LeaseOwner",
+    "Ledger",
     "OutboxReader",
     "OutboxStatus",
+    "SpoolStatus",
     "SqliteOutbox",
     "pid_is_alive",
 ]

@@ -103,6 +103,7 @@ class _Registered:
     owner: int  # serial of the SqliteOutbox that opened it
     thread: weakref.ref[threading.Thread]
     conn: sqlite3.Connection
+    pinned: bool = False  # kept open for the owner's life, whichever thread opened it
 
 
 def _thread_alive(ref: weakref.ref[threading.Thread]) -> bool:
@@ -154,13 +155,22 @@ class ConnectionRegistry:
             if not self._active and self._forking:  # only before_fork() waits for zero
                 self._cond.notify_all()
 
-    def register(self, owner: int, conn: sqlite3.Connection) -> None:
-        """Keep ``conn`` referenced; close connections left behind by finished threads."""
+    def register(self, owner: int, conn: sqlite3.Connection, *, pinned: bool = False) -> None:
+        """Keep ``conn`` referenced; close connections left behind by finished threads.
+
+        A ``pinned`` connection stays open while its owner lives (until a fork or a close):
+        with one connection always open, SQLite never deletes the ``-wal`` and ``-shm`` of a
+        file this process uses, so a missing one means someone else removed it.
+        """
         self.close_doomed()
         pid = os.getpid()
-        entry = _Registered(pid, owner, weakref.ref(threading.current_thread()), conn)
+        entry = _Registered(pid, owner, weakref.ref(threading.current_thread()), conn, pinned)
         with self._cond:
-            stale = [e for e in self._entries if e.pid == pid and not _thread_alive(e.thread)]
+            stale = [
+                e
+                for e in self._entries
+                if e.pid == pid and not e.pinned and not _thread_alive(e.thread)
+            ]
             self._entries = [e for e in self._entries if e not in stale]
             self._entries.append(entry)
         close_quietly(e.conn for e in stale)

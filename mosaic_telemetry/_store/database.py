@@ -1,12 +1,14 @@
 """``FileDatabase``: one outbox file, its connections per (thread, pid), locks and recreation.
 
 The outbox (:class:`~.outbox.SqliteOutbox`) runs its operations inside :meth:`FileDatabase.read`
-and :meth:`FileDatabase.write`; only the hot path :meth:`FileDatabase.add` is special: it runs on
-its own connection that waits for another process's lock a few milliseconds at most (trying
-again every 0.2 ms, finer than SQLite's own busy handler), so ``track()`` never stalls: a lock
-held longer raises :class:`OutboxBusyError`. Threads of one process take a per-file Python lock
-before writing, so they queue for each other (promptly, up to 20 ms for add()) instead of
-polling SQLite's lock; only another process can make add() report busy after a few milliseconds.
+and :meth:`FileDatabase.write` (which wait for a lock up to ``busy_timeout_ms``, 5 s). Only the
+hot path :meth:`FileDatabase.add` is special: it runs on its own connection and by default does
+not wait at all: one attempt, and a lock held by another process (SQLite's) or by another
+thread of this one (the per-file Python lock) raises :class:`OutboxBusyError` at once, so the
+caller writes the event to its own spool instead. (Measured with 4 processes x 2 threads
+tracking while their workers drain: waiting 1 ms before spooling tripled the median track()
+and did not lower p99; docs/performance.md.) With ``add_busy_timeout_ms`` > 0 it tries again
+every 0.2 ms up to that long, finer than SQLite's own busy handler.
 """
 
 from __future__ import annotations
@@ -20,28 +22,23 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Final
+from typing import Final, Protocol
 
 from .._exceptions import OutboxBusyError, OutboxError
-from .._log import logger
-from . import files, queue, repair
+from .._log import RateLimitedLogger, logger
+from . import files, maintenance, opening, queue, recovery, repair
 from .connections import CONNECTIONS, close_quietly, connect, transaction
-from .errors import CorruptFileError, is_busy, is_corrupt, map_error
+from .errors import is_busy, map_error
 from .schema import (
     ADD_WAL_AUTOCHECKPOINT,
     MAIN_WAL_AUTOCHECKPOINT,
     SQL_ADD,
     SQL_REMOVED,
     apply_pragmas,
-    check_outbox,
-    create_schema,
 )
 
-__all__ = ["FileDatabase"]
+__all__ = ["Database", "FileDatabase"]
 
-#: How long add() queues behind other threads of its own process (a GIL hand-off alone can take
-#: the 5 ms switch interval) before it reports busy; other processes get add_busy_timeout_ms.
-ADD_THREAD_WAIT_MS: Final = 20
 #: How often add() tries again while another process holds the write lock. SQLite's own busy
 #: handler sleeps 1 ms, then 2 ms, then 5 ms: far coarser than the inserts and batches it waits
 #: for (4 processes tracking: p99 4-5 ms with it, 1.1-1.3 ms with this; docs/performance.md).
@@ -50,10 +47,26 @@ ADD_RETRY_SECONDS: Final = 0.0002
 _SERIALS = itertools.count(1)
 
 
+class Database(Protocol):
+    """What the outbox needs of its database: this file, or the in-memory one (:mod:`.memory`)."""
+
+    label: str
+    server_url: str
+
+    @property
+    def durable(self) -> bool: ...
+    def read(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def write(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def snapshot(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def add(self, row: tuple[str, str, float], max_pending: int) -> tuple[bool, int]: ...
+    def checkpoint(self) -> None: ...
+    def ensure_file(self) -> int: ...
+    def after_fork_in_child(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class FileDatabase:
     """One outbox file: opened, checked and set up at construction; connections on demand."""
-
-    durable = True
 
     def __init__(
         self,
@@ -62,7 +75,7 @@ class FileDatabase:
         synchronous: str,
         defaults: Mapping[str, str],
         clock: Callable[[], float],
-        add_busy_timeout_ms: int,
+        add_busy_timeout_ms: float,
         busy_timeout_ms: int,
     ) -> None:
         self.path = path
@@ -79,6 +92,11 @@ class FileDatabase:
         self._local = threading.local()
         self._closed = False
         self._removed_seen = 0  # a lower bound of meta.removed_count, for add()
+        #: Set while the file is lost and not yet recreated: why, and the rows read from it.
+        self._lost: str | None = None
+        self._rescued: repair.FileContents | None = None
+        self._log = RateLimitedLogger(60.0)
+        self._wal = maintenance.WalWatch(path, self.read)
         CONNECTIONS.enter()  # a fork waits until the new connection is registered
         try:
             conn = self._open_file()
@@ -86,7 +104,8 @@ class FileDatabase:
             self._local.key = (os.getpid(), CONNECTIONS.generation)
             self._local.fast = None
             self._local.main = conn
-            CONNECTIONS.register(self._serial, conn)
+            CONNECTIONS.register(self._serial, conn, pinned=True)
+            self._known = recovery.snapshot(path, self._file_id, CONNECTIONS.generation)
         finally:
             CONNECTIONS.exit()
         # Never close from the finalizer itself: it may run inside a registry lock (a GC).
@@ -97,61 +116,28 @@ class FileDatabase:
 
     # --- opening --------------------------------------------------------------------------
     def _open_file(self) -> sqlite3.Connection:
-        """Create the file if needed, check it, set it up; move a corrupt file aside once."""
-        files.prepare_location(self.path)
-        try:
-            return self._initialise()
-        except CorruptFileError as exc:
-            try:
-                aside = files.move_aside(self.path, "corrupt", self._clock())
-            except OutboxError as move_exc:
-                raise OutboxError(f"outbox {self.path} is corrupt: {move_exc}") from exc
-            logger.error(
-                "outbox %s is corrupt (%s); moved it aside to %s and started an empty outbox",
-                self.path,
-                exc,
-                aside,
-            )
-        files.prepare_location(self.path)
-        try:
-            return self._initialise()
-        except CorruptFileError as exc:
-            raise OutboxError(
-                f"outbox {self.path} is still corrupt after recreating: {exc}"
-            ) from exc
-
-    def _initialise(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms, create=True)
-            # Read-only checks first: a refused file is never modified.
-            if check_outbox(conn, self.path, mode=self._mode):
-                check = conn.execute("PRAGMA quick_check(1)").fetchone()
-                if check is None or check[0] != "ok":
-                    raise CorruptFileError(f"quick_check: {check[0] if check else 'no answer'}")
-            apply_pragmas(
-                conn,
-                busy_timeout_ms=self._busy_timeout_ms,
-                synchronous=self._synchronous,
-                wal_autocheckpoint=MAIN_WAL_AUTOCHECKPOINT,
-            )
-            with transaction(conn):
-                self.server_url = create_schema(conn, self.path, self._defaults)
-        except BaseException as exc:
-            if conn is not None:
-                close_quietly([conn])
-            if isinstance(exc, sqlite3.Error):
-                if is_corrupt(exc):
-                    raise CorruptFileError(str(exc)) from exc
-                raise map_error(exc, "opening", self.path) from exc
-            raise
+        """Create the file if needed, check it, set it up (see :mod:`.opening`)."""
+        conn, self.server_url = opening.open_outbox(
+            self.path,
+            busy_timeout_ms=self._busy_timeout_ms,
+            synchronous=self._synchronous,
+            defaults=self._defaults,
+            clock=self._clock,
+        )
         return conn
+
+    @property
+    def durable(self) -> bool:
+        """False while the rows of a lost file wait in memory for its successor."""
+        return self._rescued is None
 
     # --- connections and transactions ----------------------------------------------------
     def connection(self, fast: bool = False) -> sqlite3.Connection:
         """This thread's connection for this pid (opened on first use, and after a fork)."""
         if self._closed:
             raise OutboxError(f"outbox {self.label} is closed")
+        if self._lost is not None:
+            raise OutboxError(f"outbox {self.label} was {self._lost}; it is being recreated")
         local = self._local
         key = (os.getpid(), CONNECTIONS.generation)
         if getattr(local, "key", None) != key:
@@ -170,6 +156,13 @@ class FileDatabase:
         return conn
 
     def _connect(self, fast: bool) -> sqlite3.Connection:
+        # Never open by name a file that is not the one we checked: a database moved over
+        # ours would get our old -wal replayed into it (and then our rows).
+        generation = CONNECTIONS.generation
+        reason = recovery.lost_because(self.path, self._known, generation)
+        if reason is not None:
+            self._lost = reason
+            raise OutboxError(f"outbox {self.label} was {reason}; it is being recreated")
         busy_ms = 0 if fast else self._busy_timeout_ms  # add() waits by itself: _insert()
         conn = connect(self.path, busy_timeout_ms=busy_ms, create=False)
         try:
@@ -182,7 +175,11 @@ class FileDatabase:
         except BaseException:
             close_quietly([conn])
             raise
-        CONNECTIONS.register(self._serial, conn)
+        maintenance.fit_autocheckpoint(conn, self.path, fast=fast)
+        renewed = generation != self._known.generation  # the first since a fork: the anchor
+        CONNECTIONS.register(self._serial, conn, pinned=renewed)
+        if renewed:
+            self._known = recovery.snapshot(self.path, self._file_id, generation)
         return conn
 
     @contextlib.contextmanager
@@ -196,16 +193,24 @@ class FileDatabase:
         finally:
             CONNECTIONS.exit()
 
+    @contextlib.contextmanager
+    def snapshot(self, op: str) -> Iterator[sqlite3.Connection]:
+        """A connection inside one read transaction: every query sees the same state."""
+        with self.read(op) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+
     def _lock_for_writing(self, op: str, fast: bool) -> threading.Lock:
         """Take this process's write lock of the file (threads queue here, not in SQLite)."""
         lock = CONNECTIONS.write_lock(self._lock_key)
         if lock.acquire(blocking=False):  # the usual case, and 3x cheaper than a timed wait
             return lock
-        if fast:
-            timeout_ms = max(self._add_busy_timeout_ms, ADD_THREAD_WAIT_MS)
-        else:
-            timeout_ms = self._busy_timeout_ms
-        if not lock.acquire(timeout=timeout_ms / 1000):
+        # fast: add(), whose event then goes to the spool: it never waits long for anyone
+        timeout_ms = self._add_busy_timeout_ms if fast else self._busy_timeout_ms
+        if not timeout_ms or not lock.acquire(timeout=timeout_ms / 1000):
             raise OutboxBusyError(
                 f"{op}: outbox {self.label} is locked by another thread of this process "
                 f"for more than {timeout_ms} ms"
@@ -219,7 +224,9 @@ class FileDatabase:
         try:
             lock = self._lock_for_writing(op, fast=False)
             try:
-                with transaction(self.connection()) as conn:
+                conn = self.connection()
+                maintenance.fit_autocheckpoint(conn, self.path, fast=False)
+                with transaction(conn):
                     yield conn
             finally:
                 lock.release()
@@ -247,6 +254,7 @@ class FileDatabase:
                     evicted = self._evict_now(conn, max_pending)
             finally:
                 lock.release()
+            self._wal.after_insert(conn)
         except sqlite3.Error as exc:
             raise map_error(exc, "add", self.label) from exc
         finally:
@@ -264,6 +272,8 @@ class FileDatabase:
                 now = time.monotonic()
                 if not is_busy(exc) or (deadline and now >= deadline):
                     raise
+                if not self._add_busy_timeout_ms:
+                    raise  # no wait at all: the caller has somewhere else to write
                 deadline = deadline or now + self._add_busy_timeout_ms / 1000
                 time.sleep(ADD_RETRY_SECONDS)
 
@@ -281,20 +291,31 @@ class FileDatabase:
         return evicted
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database without waiting for anyone (PASSIVE)."""
+        """The worker's maintenance, once a cycle: checkpoint the WAL (truncating it when over
+        its budget), and VACUUM a nearly empty file (see :mod:`.maintenance`)."""
         with self.read("checkpoint") as conn:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            maintenance.checkpoint(conn, self.path)
+        lock = self._lock_for_writing("vacuum", fast=False)
+        try:
+            with self.read("vacuum") as conn:
+                maintenance.give_space_back(conn, self.path)
+        finally:
+            lock.release()
 
     # --- a file deleted or replaced while open --------------------------------------------------
     def ensure_file(self) -> int:
-        """Recreate the file if it was deleted or replaced while open; returns the rows moved."""
-        if self._closed or files.identity(self.path) == self._file_id:
+        """Recreate the file if it (or its -wal / -shm) was deleted or replaced while open;
+        returns the rows moved. A failed attempt keeps the rows and is retried next call."""
+        if self._closed:
+            return 0
+        reason = self._lost or recovery.lost_because(self.path, self._known, CONNECTIONS.generation)
+        if reason is None and self._rescued is None:
             return 0
         CONNECTIONS.enter()
         try:
             lock = self._lock_for_writing("ensure_file", fast=False)
             try:
-                return self._recreate()
+                return self._recreate(reason or "lost")
             finally:
                 lock.release()
         except sqlite3.Error as exc:
@@ -302,37 +323,57 @@ class FileDatabase:
         finally:
             CONNECTIONS.exit()
 
-    def _recreate(self) -> int:
+    def _recreate(self, reason: str) -> int:
         """Under the write lock: copy every row into a new file at ``path``."""
-        current = files.identity(self.path)
-        if current == self._file_id:
-            return 0
-        old = CONNECTIONS.oldest(self._serial)  # opened before the file went away
-        if old is None:
-            raise OutboxError(f"outbox {self.path} was deleted and no connection to it is left")
-        contents = repair.copy_out(old)
-        CONNECTIONS.retire(self._serial)
-        if current is None:  # nobody recreated it yet: a -wal/-shm left here is the old file's
-            files.remove_side_files(self.path)
-        conn = self._open_file()
+        if self._rescued is None:
+            old = CONNECTIONS.oldest(self._serial)  # opened before the file went away
+            if old is None:
+                raise OutboxError(f"outbox {self.path} was {reason} and no connection is left")
+            self._rescued = repair.copy_out(old)
+            self._lost = reason
+            CONNECTIONS.retire(self._serial)  # no more writes into the lost file
+        contents = self._rescued
+        try:
+            try:
+                fresh = recovery.clear_the_way(self.path, reason, self._mode, self._clock())
+                conn = self._open_file()
+            except OSError as exc:
+                raise OutboxError(f"{exc.strerror or exc}") from exc
+        except OutboxError as exc:
+            self._log.error(
+                "recreate",
+                "outbox %s was %s and cannot be recreated yet (%s); its %d pending and %d "
+                "dead-lettered events are kept in memory and it is tried again every cycle",
+                self.path,
+                reason,
+                exc,
+                len(contents.pending),
+                len(contents.dead),
+            )
+            raise
         try:
             with transaction(conn):
-                repair.copy_in(conn, contents)
+                repair.copy_in(conn, contents, fresh=fresh)
         finally:
             close_quietly([conn])  # threads reconnect lazily (retire() moved the generation)
         self._file_id = files.identity(self.path)
+        self._known = recovery.snapshot(self.path, self._file_id, -1)  # re-read at next open
+        self._rescued = self._lost = None
         self._removed_seen = 0
+        self._log.reset("recreate")
         logger.warning(
-            "outbox %s was deleted or replaced while in use; recreated it and moved %d pending "
-            "and %d dead-lettered events into it",
+            "outbox %s was deleted or replaced while in use (%s); recreated it and moved %d "
+            "pending and %d dead-lettered events into it",
             self.path,
+            reason,
             len(contents.pending),
             len(contents.dead),
         )
         return len(contents.pending) + len(contents.dead)
 
     def after_fork_in_child(self) -> None:
-        """Nothing to do: connections reopen lazily (the registry moved the generation)."""
+        """Connections reopen lazily (the registry moved the generation); no thread here."""
+        self._wal.after_fork_in_child()
 
     def close(self) -> None:
         """Close this database's connections in this process; later calls raise OutboxError."""

@@ -3,6 +3,12 @@
 SQLite keeps a ``-wal`` and a ``-shm`` (and, outside WAL mode, a ``-journal``) next to the
 database; :func:`side_files` names them. A new directory is 0700 and a new file 0600 (SQLite
 gives its side files the mode of the database).
+
+Files we don't own are refused, never used (:class:`NotOursError`): the outbox's directory,
+file, side files and spool directory must belong to the current user and not be writable by
+group or others, and the files must not be symbolic links (``O_NOFOLLOW``). Otherwise another
+user could read the events, or plant one that is sent with our API key. Nothing here ever
+changes the mode or owner of an existing file.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import itertools
 import os
 import pathlib
+import stat
 import time
 from typing import Final
 
@@ -18,15 +25,99 @@ from .._exceptions import OutboxError
 
 __all__ = [
     "SIDE_SUFFIXES",
+    "NotOursError",
+    "check_dir",
+    "check_file",
     "file_size",
     "identity",
     "move_aside",
+    "open_private",
     "prepare_location",
+    "prepare_spool_dir",
     "remove_side_files",
     "side_files",
+    "spool_dir_of",
 ]
 
 SIDE_SUFFIXES: Final = ("-wal", "-shm", "-journal")
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+
+
+class NotOursError(OutboxError):
+    """A file or directory of the outbox that another user owns, that group or others may
+    write, or that is a symbolic link: refused, never written."""
+
+
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _check_ours(path: pathlib.Path, info: os.stat_result, kind: str) -> None:
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None:  # pragma: no cover - Windows: no uids
+        return
+    me = geteuid()
+    if info.st_uid != me or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise NotOursError(
+            f"refusing the {kind} {path}: owned by {_owner(info.st_uid)}, mode "
+            f"{stat.S_IMODE(info.st_mode):04o}; it must belong to {_owner(me)} and not be "
+            "writable by group or others (another user could read the events or plant one)"
+        )
+
+
+def check_dir(path: pathlib.Path, kind: str = "outbox directory") -> None:
+    """Refuse a directory that is not ours (NotOursError); OutboxError when it is missing."""
+    try:
+        info = os.stat(path)  # a symlinked directory (~/.local/state -> /data/...) is fine
+    except OSError as exc:
+        raise OutboxError(f"cannot use the {kind} {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise OutboxError(f"the {kind} {path} is not a directory")
+    _check_ours(path, info, kind)
+
+
+def check_file(path: pathlib.Path, kind: str) -> bool:
+    """Refuse an existing file that is not ours or is a symlink; False when it does not exist."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutboxError(f"cannot use the {kind} {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise NotOursError(
+            f"refusing the {kind} {path}: it is a symbolic link (to {os.readlink(path)}); "
+            "the outbox never writes through one"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise NotOursError(f"refusing the {kind} {path}: not a regular file")
+    _check_ours(path, info, kind)
+    return True
+
+
+def open_private(path: pathlib.Path, kind: str) -> None:
+    """Create ``path`` (0600) if missing, never through a symlink, and check it is ours."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            check_file(path, kind)  # raises NotOursError naming the link
+        raise OutboxError(f"cannot create or open {kind} {path}: {exc.strerror or exc}") from exc
+    try:
+        _check_ours(path, os.fstat(fd), kind)
+    finally:
+        os.close(fd)
+
+
+def spool_dir_of(path: pathlib.Path) -> pathlib.Path:
+    """The directory of an outbox's presence locks and spools: ``<outbox>.spool``."""
+    return path.with_name(f"{path.name}.spool")
 
 
 def side_files(path: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -61,16 +152,39 @@ def prepare_location(path: pathlib.Path) -> None:
                 f"cannot create the directory {path.parent} for outbox {path}: "
                 f"{exc.strerror or exc}"
             ) from exc
-    try:
-        if path.is_dir():
-            raise OutboxError(f"outbox path {path} is a directory, not a file")
-        if not os.access(path.parent, os.W_OK | os.X_OK):
-            raise OutboxError(f"cannot write outbox {path}: its directory is not writable")
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        os.close(os.open(path, flags, 0o600))  # SQLite gives -wal/-shm the same mode
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise OutboxError(f"cannot create or open outbox file {path}: {reason}") from exc
+    check_dir(path.parent)
+    if path.is_dir() and not path.is_symlink():
+        raise OutboxError(f"outbox path {path} is a directory, not a file")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutboxError(f"cannot write outbox {path}: its directory is not writable")
+    check_file(path, "outbox file")
+    for side in side_files(path).values():  # SQLite opens these by name: they must be ours
+        check_file(side, "outbox side file")
+    open_private(path, "outbox file")  # SQLite gives -wal/-shm the mode of this file
+
+
+def prepare_spool_dir(spool_dir: pathlib.Path) -> None:
+    """Create the spool directory (0700), and the outbox's directory (0700) if it is gone;
+    NotOursError for a spool directory that is not ours."""
+    for _ in range(5):
+        if not spool_dir.parent.is_dir():
+            os.makedirs(spool_dir.parent, mode=0o700, exist_ok=True)  # as prepare_location does
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(spool_dir, 0o700)
+        if os.path.islink(spool_dir):
+            raise NotOursError(f"refusing the spool directory {spool_dir}: it is a symbolic link")
+        try:
+            check_dir(spool_dir, "spool directory")
+        except NotOursError:
+            raise
+        except OutboxError:
+            if os.path.lexists(spool_dir):
+                raise
+            # Another outbox closing just now removed it (it was empty): make it again.
+            # Reproduce: 50 processes that each open, track one event and close at once.
+            continue
+        return
+    raise OutboxError(f"the spool directory {spool_dir} keeps disappearing")
 
 
 def remove_side_files(path: pathlib.Path) -> None:

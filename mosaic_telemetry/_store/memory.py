@@ -56,6 +56,10 @@ class MemoryDatabase:
             except sqlite3.Error as exc:
                 raise map_error(exc, op, self.label) from exc
 
+    def snapshot(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """The one connection under the lock: nobody else can change it meanwhile."""
+        return self.read(op)
+
     @contextlib.contextmanager
     def write(self, op: str) -> Iterator[sqlite3.Connection]:
         """The one connection inside ``BEGIN IMMEDIATE``, under the lock."""

@@ -16,42 +16,29 @@ cleared at once by :meth:`SqliteOutbox.reclaim_orphaned_leases`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pathlib
-import socket
-import sqlite3
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from .._log import RateLimitedLogger
-from . import leases, queue, repair, state
-from .database import FileDatabase
+from .._exceptions import OutboxError
+from .._log import logger
+from . import queue, repair, state
+from .database import Database, FileDatabase
+from .evictions import EvictionLog
+from .files import spool_dir_of
+from .intake import Intake, IntakeCounts
 from .leases import ClaimedRow, LeaseOwner
+from .leasing import Leasing
 from .memory import MemoryDatabase
 from .schema import PROTECTED_META, SCHEMA_VERSION, SYNCHRONOUS
+from .state import Ledger
 
 __all__ = ["SqliteOutbox"]
-
-_eviction_log = RateLimitedLogger(60.0)
-
-
-class _Database(Protocol):
-    """What the outbox needs of its database (a file, or memory)."""
-
-    durable: bool
-    label: str
-    server_url: str
-
-    def read(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
-    def write(self, op: str) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
-    def add(self, row: tuple[str, str, float], max_pending: int) -> tuple[bool, int]: ...
-    def checkpoint(self) -> None: ...
-    def ensure_file(self) -> int: ...
-    def after_fork_in_child(self) -> None: ...
-    def close(self) -> None: ...
 
 
 class SqliteOutbox:
@@ -66,8 +53,9 @@ class SqliteOutbox:
         server_url: str = "",
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
-        add_busy_timeout_ms: int = 5,
+        add_busy_timeout_ms: float = 0,
         busy_timeout_ms: int = 5000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if durability not in SYNCHRONOUS:
             raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -76,13 +64,15 @@ class SqliteOutbox:
         self.path = None if path is None else pathlib.Path(os.fspath(path)).expanduser().absolute()
         self._max_pending = max_pending
         self._clock = clock
+        self._monotonic = monotonic
+        self._intake: Intake | None = None
         defaults = {
             "schema_version": SCHEMA_VERSION,
             "server_url": server_url,
             "mode": "dry_run" if dry_run else "real",
             "created_at": repr(float(clock())),
         }
-        self._db: _Database
+        self._db: Database
         if self.path is None:
             self._db = MemoryDatabase(defaults)
         else:
@@ -94,11 +84,39 @@ class SqliteOutbox:
                 add_busy_timeout_ms=add_busy_timeout_ms,
                 busy_timeout_ms=busy_timeout_ms,
             )
-        #: False for the memory fallback: nothing it holds survives the process.
-        self.durable = self._db.durable
+        label = self._db.label
+        self._evictions = EvictionLog(label, max_pending, monotonic=monotonic)
         #: The server the file was created for (the first writer's URL wins).
         self.server_url = self._db.server_url
+        if self.path is not None:
+            self._intake = Intake(
+                self._db,
+                spool_dir=spool_dir_of(self.path),
+                synchronous=SYNCHRONOUS[durability],
+                max_pending=max_pending,
+                evictions=self._evictions,
+                clock=clock,
+            )
+            try:
+                self._intake.start()
+            except OutboxError:  # a spool directory that is not ours: refuse the outbox
+                self._db.close()
+                raise
+        self._leasing = Leasing(
+            self._db,
+            presence_of=lambda: None if self._intake is None else self._intake.presence,
+            spool_dir=None if self.path is None else spool_dir_of(self.path),
+            clock=clock,
+            monotonic=monotonic,
+        )
         _OUTBOXES.add(self)
+        if self._intake is not None:
+            # A restart after a kill -9 delivers at once: dead spools and leases, right away.
+            try:
+                self._intake.adopt_dead()
+                self.reclaim_orphaned_leases()
+            except OutboxError as exc:
+                logger.warning("could not adopt what dead processes left in %s: %s", label, exc)
 
     @classmethod
     def in_memory(
@@ -108,6 +126,7 @@ class SqliteOutbox:
         server_url: str = "",
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> SqliteOutbox:
         """The bounded memory fallback: the same outbox on an in-memory database, not durable.
 
@@ -115,7 +134,12 @@ class SqliteOutbox:
         them.
         """
         return cls(
-            None, max_pending=max_pending, server_url=server_url, dry_run=dry_run, clock=clock
+            None,
+            max_pending=max_pending,
+            server_url=server_url,
+            dry_run=dry_run,
+            clock=clock,
+            monotonic=monotonic,
         )
 
     def __repr__(self) -> str:
@@ -123,16 +147,29 @@ class SqliteOutbox:
             return "SqliteOutbox.in_memory()"
         return f"SqliteOutbox({str(self.path)!r})"
 
+    @property
+    def durable(self) -> bool:
+        """Whether every event accepted so far is on disk (False: the memory fallback, or
+        events held in memory while neither the outbox nor the spool can be written)."""
+        return self._db.durable and (self._intake is None or not self._intake.held)
+
     # --- adding -------------------------------------------------------------------------------
     def add(self, event_id: str, body: str) -> tuple[bool, int]:
-        """Insert one event (autocommit, short busy timeout); ``(inserted, evicted)``.
+        """Insert one event (one autocommit statement); ``(inserted, evicted)``.
 
-        An existing ``event_id`` is a no-op ``(False, 0)``. Raises :class:`OutboxBusyError`
-        when another writer holds the lock longer than ``add_busy_timeout_ms``. Threads of
-        one process queue on a Python lock first, so only another process can cause that.
+        An existing ``event_id`` is a no-op ``(False, 0)``. When another writer (a process, or
+        a thread of this one) holds the lock (for longer than ``add_busy_timeout_ms``; by
+        default add() does not wait at all), or the write fails, the event goes to this
+        process's spool instead (durable, moved into the outbox by :meth:`absorb`); only when
+        that fails too is it held in memory (counted, logged, :attr:`durable` False). It never
+        raises busy; OutboxError only once closed.
         """
-        inserted, evicted = self._db.add((event_id, body, self._clock()), self._max_pending)
-        self._log_eviction(evicted)
+        row = (event_id, body, self._clock())
+        if self._intake is None:
+            inserted, evicted = self._db.add(row, self._max_pending)
+        else:
+            inserted, evicted = self._intake.add(row)
+        self._evictions.add(evicted)
         return inserted, evicted
 
     def add_many(self, items: Sequence[tuple[str, str]]) -> tuple[int, int]:
@@ -143,44 +180,67 @@ class SqliteOutbox:
         with self._db.write("add_many") as conn:
             inserted = queue.insert_many(conn, items, now)
             evicted = queue.evict(conn, self._max_pending)
-        self._log_eviction(evicted)
+        self._evictions.add(evicted)
         return inserted, evicted
 
-    def _log_eviction(self, evicted: int, what: str = "oldest") -> None:
-        if evicted:
-            _eviction_log.warning(
-                f"evicted:{self._db.label}:{'' if self.durable else id(self)}",
-                "outbox %s is full (max_pending=%d): evicted the %d %s event(s)",
-                self._db.label,
-                self._max_pending,
-                evicted,
-                what,
-            )
+    def absorb(self) -> int:
+        """Move this process's spooled (and memory-held) events and the spools of dead
+        processes into the outbox; returns how many rows were inserted.
+
+        The worker calls it once a cycle, and ``stop()`` / interpreter exit when no worker
+        runs. Idempotent by ``event_id``: a row moved twice is stored once.
+        """
+        return 0 if self._intake is None else self._intake.absorb()
+
+    def spooled_count(self) -> int:
+        """Events this process holds outside the outbox (its spool, and any held in memory)."""
+        return 0 if self._intake is None else self._intake.waiting
+
+    def held_in_memory(self) -> int:
+        """Events accepted and not on disk, that a kill -9 would lose: the memory fallback's,
+        the bounded overflow's (neither outbox nor spool could be written)."""
+        if self._intake is None:
+            return self.pending_count()
+        return self._intake.held
+
+    def intake_counts(self) -> IntakeCounts:
+        """How this process's events got in: spooled, held in memory now, lost."""
+        if self._intake is None:
+            return IntakeCounts(spooled=0, held=0, lost=0)
+        intake = self._intake
+        return IntakeCounts(spooled=intake.spooled, held=intake.held, lost=intake.lost)
 
     # --- leases -----------------------------------------------------------------------------
+    def lease_owner(self) -> LeaseOwner:
+        """The owner this outbox's sender leases rows as: its presence token, host and pid.
+
+        Its liveness is the presence lock, so no peer ever takes over its leases while it
+        lives. (After a fork the child has a presence, and so an owner, of its own.)
+        """
+        return self._leasing.owner()
+
     def claim(self, owner: LeaseOwner, limit: int, lease_seconds: float) -> list[ClaimedRow]:
-        """Lease up to ``limit`` eligible rows, oldest first, to ``owner``."""
+        """Lease up to ``limit`` unleased rows that are due, oldest first, to ``owner``.
+
+        What this process spooled meanwhile moves in first, so batches stay full and in order.
+        """
         if limit <= 0:
             return []
-        now = self._clock()
-        with self._db.write("claim") as conn:
-            return leases.claim(conn, owner, limit, now + lease_seconds, now)
+        if self._intake is not None and self._intake.waiting:
+            with contextlib.suppress(OutboxError):  # reported by the next absorb()
+                self._intake.absorb_own()
+        return self._leasing.claim(owner, limit, lease_seconds)
 
     def renew(self, owner: LeaseOwner, row_ids: Sequence[int], lease_seconds: float) -> list[int]:
         """Extend the leases ``owner`` still holds; returns those row ids."""
-        if not row_ids:
-            return []
-        with self._db.write("renew") as conn:
-            return leases.renew(conn, owner, row_ids, self._clock() + lease_seconds)
+        return self._leasing.renew(owner, row_ids, lease_seconds) if row_ids else []
 
     def release(
         self, owner: LeaseOwner, row_ids: Sequence[int], *, retry_at: float | None = None
     ) -> None:
         """Clear the leases ``owner`` still holds; with ``retry_at``, not claimable before it."""
-        if not row_ids:
-            return
-        with self._db.write("release") as conn:
-            leases.release(conn, owner, row_ids, retry_at)
+        if row_ids:
+            self._leasing.release(owner, row_ids, retry_at)
 
     def ack(
         self,
@@ -194,6 +254,7 @@ class SqliteOutbox:
             return
         with self._db.write("ack") as conn:
             queue.ack(conn, delivered, duplicates, dry_run)
+        self._leasing.drop([*delivered, *duplicates, *dry_run])
 
     def dead_letter(self, rows: Sequence[tuple[int, str, int | None]]) -> int:
         """Move rows to ``dead`` with their reason and HTTP status; returns how many moved.
@@ -205,19 +266,17 @@ class SqliteOutbox:
         with self._db.write("dead_letter") as conn:
             moved = queue.dead_letter(conn, rows, self._clock())
             evicted = queue.evict_dead(conn, self._max_pending)
-        self._log_eviction(evicted, "oldest dead-lettered")
+        self._leasing.drop([r[0] for r in rows])
+        self._evictions.add(evicted, "dead-lettered")
         return moved
 
     def reclaim_orphaned_leases(self, is_alive: Callable[[int], bool] | None = None) -> int:
-        """Clear leases held by dead processes of this host; returns how many rows."""
-        host = socket.gethostname()
-        with self._db.read("reclaim_orphaned_leases") as conn:
-            held = leases.host_leases(conn, host)
-        orphans = leases.orphaned_tokens(held, is_alive or leases.pid_is_alive)
-        if not orphans:
-            return 0
-        with self._db.write("reclaim_orphaned_leases") as conn:
-            return leases.clear_leases(conn, host, orphans)
+        """Clear leases whose owner is gone (the rules: :mod:`.leases`); returns how many rows.
+
+        Also releases this instance's own leases held past their lease time by the monotonic
+        clock (a sender that never came back), whatever the wall clock says.
+        """
+        return self._leasing.reclaim(is_alive)
 
     # --- state --------------------------------------------------------------------------------
     def pending_count(self) -> int:
@@ -245,6 +304,11 @@ class SqliteOutbox:
         """The persisted counters (at least :data:`~.schema.COUNTER_NAMES`)."""
         with self._db.read("counters") as conn:
             return state.counters(conn)
+
+    def ledger(self) -> Ledger:
+        """Where every event written to this file went (persisted; see :class:`Ledger`)."""
+        with self._db.snapshot("ledger") as conn:
+            return state.ledger(conn)
 
     def bump(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the persisted counter ``name``."""
@@ -295,7 +359,10 @@ class SqliteOutbox:
         calls it once a cycle: what was written in between is still readable through the old
         connection and moves into the new file, so nothing already tracked is lost.
         """
-        return self._db.ensure_file()
+        moved = self._db.ensure_file()
+        if self._intake is not None:
+            self._intake.ensure()
+        return moved
 
     # --- predictions cache ----------------------------------------------------------------------
     def save_prediction(self, key: str, body: str, fetched_at: float) -> None:
@@ -334,8 +401,18 @@ class SqliteOutbox:
             return repair.purge(conn, dead_only=dead_only)
 
     def close(self) -> None:
-        """Close this outbox's connections in this process; later calls raise OutboxError."""
+        """Move spooled events in, close this outbox's connections in this process and
+        release its presence; later calls raise OutboxError."""
+        if self._intake is not None:
+            self._intake.close()
+        self._evictions.flush()
         self._db.close()
+
+    def _after_fork_in_child(self) -> None:
+        self._leasing.after_fork_in_child()
+        if self._intake is not None:
+            self._intake.after_fork_in_child()
+        self._db.after_fork_in_child()
 
 
 #: Every outbox of this process, for the after-fork hook (a memory outbox starts empty).
@@ -344,8 +421,19 @@ _OUTBOXES: weakref.WeakSet[SqliteOutbox] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for outbox in list(_OUTBOXES):
-        outbox._db.after_fork_in_child()
+        outbox._after_fork_in_child()
+
+
+def _release_presences_at_exit() -> None:
+    # Registered before the client's exit hook, so it runs after it (atexit is LIFO): the
+    # clients have absorbed what they spooled by then. Connections stay open on purpose.
+    for outbox in list(_OUTBOXES):
+        intake = outbox._intake
+        if intake is not None and intake.presence.held:  # held: by this very process
+            with contextlib.suppress(Exception):
+                intake.release_at_exit()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_release_presences_at_exit)

@@ -23,14 +23,18 @@ __all__ = [
     "evict",
     "evict_dead",
     "insert_many",
+    "insert_rows",
 ]
 
 SQL_NOTE_REMOVED: Final = (
     "UPDATE meta SET value = CASE key WHEN 'removed_count' THEN CAST(value AS INTEGER) + ?"
     " ELSE max(CAST(value AS INTEGER), ?) END WHERE key IN ('removed_count', 'removed_max_id')"
 )
+#: The oldest rows first, never a leased one: a row in flight is delivered (or released) by
+#: its sender; deleting it would count it twice, evicted and then delivered.
 SQL_EVICT: Final = (
-    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?) RETURNING id"
+    "DELETE FROM events WHERE id IN"
+    " (SELECT id FROM events WHERE lease_owner IS NULL ORDER BY id LIMIT ?) RETURNING id"
 )
 SQL_EVICT_DEAD: Final = (
     "DELETE FROM dead WHERE id IN (SELECT id FROM dead ORDER BY id LIMIT"
@@ -42,6 +46,9 @@ SQL_BUMP: Final = (
 )
 SQL_DELETE_IDS: Final = (
     "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?)) RETURNING id"
+)
+SQL_DEAD_TWIN: Final = (
+    "SELECT 1 FROM dead WHERE event_id = (SELECT event_id FROM events WHERE id = ?)"
 )
 SQL_TO_DEAD: Final = (
     "INSERT OR REPLACE INTO dead"
@@ -73,12 +80,16 @@ def delete_events(conn: sqlite3.Connection, sql: str, params: Sequence[object]) 
 
 def insert_many(conn: sqlite3.Connection, items: Sequence[tuple[str, str]], now: float) -> int:
     """Insert events (existing event ids are skipped); returns how many were new."""
-    cursor = conn.executemany(SQL_ADD, ((eid, body, now) for eid, body in items))
-    return max(cursor.rowcount, 0)
+    return insert_rows(conn, [(eid, body, now) for eid, body in items])
+
+
+def insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, float]]) -> int:
+    """Insert ``(event_id, body, enqueued_at)`` rows (existing event ids are skipped)."""
+    return max(conn.executemany(SQL_ADD, rows).rowcount, 0)
 
 
 def evict(conn: sqlite3.Connection, max_pending: int) -> int:
-    """Delete the oldest rows beyond ``max_pending``, counted; returns how many."""
+    """Delete the oldest unleased rows beyond ``max_pending``, counted; returns how many."""
     excess = int(conn.execute(SQL_PENDING).fetchone()[0]) - max_pending
     if excess <= 0:
         return 0
@@ -110,10 +121,17 @@ def ack(
 def dead_letter(
     conn: sqlite3.Connection, rows: Sequence[tuple[int, str, int | None]], now: float
 ) -> int:
-    """Move rows to ``dead`` with their reason and HTTP status; returns how many moved."""
-    moved = 0
+    """Move rows to ``dead`` with their reason and HTTP status; returns how many moved.
+
+    An event already dead (tracked twice, rejected twice) keeps one dead row: the older one is
+    replaced and counted as a duplicate, so the ledger still balances.
+    """
+    moved = twins = 0
     for row_id, reason, status in rows:
+        twin = conn.execute(SQL_DEAD_TWIN, (int(row_id),)).fetchone() is not None
         if conn.execute(SQL_TO_DEAD, (now, reason, status, int(row_id))).rowcount:
             moved += delete_events(conn, SQL_DELETE_IDS, (f"[{int(row_id)}]",))
+            twins += twin
     bump(conn, "dead", moved)
+    bump(conn, "duplicates", twins)
     return moved

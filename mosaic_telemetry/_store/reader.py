@@ -11,10 +11,13 @@ message naming the file and the problem.
 It reads safely while an agent writes the same file: the outbox runs in WAL mode, so a
 reader sees the last committed state and never blocks a writer (nor is it blocked by one).
 Its queries are the writer's (:mod:`.state`); ``status`` counts pending rows in O(1).
+Spools (:mod:`.spool`) are read the same way, each with its owner's liveness from its presence
+lock (a ``flock`` probe takes and drops a lock; it never writes a byte).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -26,18 +29,30 @@ from typing import Any, Final, TypeVar
 import attrs
 
 from .._exceptions import OutboxBusyError, OutboxError
-from . import state
+from . import presence, state
 from .errors import is_busy, is_corrupt
-from .files import file_size, side_files
+from .files import file_size, side_files, spool_dir_of
 from .schema import META_LAST_ERROR, check_outbox
+from .spool import SPOOL_SUFFIX, SQL_TAKE
 from .state import ROW_STATES
 
-__all__ = ["ROW_STATES", "OutboxReader", "OutboxStatus"]
+__all__ = ["ROW_STATES", "OutboxReader", "OutboxStatus", "SpoolStatus"]
 
 T = TypeVar("T")
 
 #: How long a read waits for a lock (only a WAL recovery or a checkpoint-truncate holds one).
 _BUSY_TIMEOUT_SECONDS: Final = 5.0
+
+
+@attrs.frozen(kw_only=True)
+class SpoolStatus:
+    """One spool file next to the outbox: whose, how many events, and whether its owner lives."""
+
+    token: str
+    path: str
+    events: int
+    owner: str  # "alive", "dead" (the next process that opens the outbox adopts it), "unknown"
+    oldest_age_seconds: float | None
 
 
 @attrs.frozen(kw_only=True)
@@ -59,6 +74,11 @@ class OutboxStatus:
     counters: dict[str, int]
     last_error: str | None
     last_error_at: float | None
+    #: Events in spool files, not yet moved into the outbox; ``spools`` lists each file.
+    spooled: int = 0
+    spools: list[SpoolStatus] = attrs.Factory(list)
+    #: Where every event written to the file went (see ``_store.state.Ledger``).
+    ledger: dict[str, int] = attrs.Factory(dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape of ``status --json``)."""
@@ -148,11 +168,14 @@ class OutboxReader:
 
     # --- what the commands show ---------------------------------------------------------------
     def status(self) -> OutboxStatus:
-        """Counts, ages, sizes and identity of the outbox, from one snapshot (O(1) pending)."""
+        """Counts, ages, sizes and identity of the outbox, from one snapshot (O(1) pending),
+        plus its spool files and its ledger."""
         now = self._clock()
+        spools = self.spools()
 
         def read(conn: sqlite3.Connection) -> OutboxStatus:
             meta = state.meta(conn)
+            counters = state.counters_of(meta)
             oldest = state.oldest_enqueued_at(conn)
             not_before = _float(meta.get("not_before"))
             last_error, last_error_at = _last_error(meta.get(META_LAST_ERROR))
@@ -169,12 +192,66 @@ class OutboxReader:
                 dead=state.dead_count(conn),
                 oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
                 not_before=not_before if not_before and not_before > now else None,
-                counters=state.counters_of(meta),
+                counters=counters,
                 last_error=last_error,
                 last_error_at=last_error_at,
+                spooled=sum(s.events for s in spools),
+                spools=spools,
+                ledger=state.ledger(conn, counters).to_dict(),
             )
 
         return self.read(read)
+
+    # --- spools ---------------------------------------------------------------------------------
+    def _spool_files(self) -> list[Path]:
+        try:
+            names = os.listdir(spool_dir_of(self.path))
+        except OSError:
+            return []
+        return [spool_dir_of(self.path) / n for n in sorted(names) if n.endswith(SPOOL_SUFFIX)]
+
+    def spools(self) -> list[SpoolStatus]:
+        """Every spool file beside the outbox, with its events and its owner's liveness."""
+        now = self._clock()
+        result = []
+        for path in self._spool_files():
+            token = path.name[: -len(SPOOL_SUFFIX)]
+            try:
+                rows = _spooled_rows(path, limit=-1)
+            except OutboxError:
+                rows = []
+            alive = presence.probe(path.parent, token)
+            result.append(
+                SpoolStatus(
+                    token=token,
+                    path=str(path),
+                    events=len(rows),
+                    owner={True: "alive", False: "dead", None: "unknown"}[alive],
+                    oldest_age_seconds=max(0.0, now - rows[0][3]) if rows else None,
+                )
+            )
+        return result
+
+    def list_spooled(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Events still in spool files, oldest spool first, with ``state`` "spooled"."""
+        rows: list[dict[str, Any]] = []
+        for path in self._spool_files():
+            left = -1 if limit is None else limit - len(rows)
+            if left == 0:
+                break
+            with contextlib.suppress(OutboxError):
+                for row_id, event_id, body, enqueued_at in _spooled_rows(path, limit=left):
+                    rows.append(
+                        {
+                            "id": row_id,
+                            "event_id": event_id,
+                            "body": body,
+                            "enqueued_at": enqueued_at,
+                            "spool": path.name[: -len(SPOOL_SUFFIX)],
+                            "state": "spooled",
+                        }
+                    )
+        return rows
 
     def meta(self) -> dict[str, str]:
         """The whole ``meta`` table."""
@@ -252,6 +329,24 @@ class OutboxReader:
         return self.read(
             lambda conn: [str(r[0]) for r in conn.execute("PRAGMA quick_check(20)").fetchall()]
         )
+
+
+def _spooled_rows(path: Path, *, limit: int) -> list[tuple[int, str, str, float]]:
+    """A spool's rows, read only (immutable when it has no -wal: nothing is created)."""
+    quiet = not any(Path(f"{path}{s}").exists() for s in ("-wal", "-shm"))
+    uri = path.as_uri() + ("?mode=ro&immutable=1" if quiet else "?mode=ro")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot read spool {path}: {exc}") from exc
+    try:
+        return [
+            (int(a), str(b), str(c), float(d)) for a, b, c, d in conn.execute(SQL_TAKE, (limit,))
+        ]
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot read spool {path}: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def _state(row: dict[str, Any], now: float, *, dead: bool) -> str:

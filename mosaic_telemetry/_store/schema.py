@@ -32,7 +32,8 @@ File format (schema_version 1), plain SQLite in WAL mode, readable with ``sqlite
                       this long, however far ahead not_before lies (a clock stepped back)
       removed_count   rows ever removed from events (delivered, dead-lettered, evicted, purged)
       removed_max_id  the highest id ever removed from events
-      counter_<name>  persisted counters: delivered, duplicates, dead, evicted, retried, dry_run
+      counter_<name>  persisted counters: delivered, duplicates, dead, evicted, purged,
+                      requeued, dry_run, retried (the ledger, see below)
       last_error      JSON {"at": epoch seconds, "error": text}: the last background error
 
     predictions  key TEXT PRIMARY KEY, body TEXT NOT NULL, fetched_at REAL NOT NULL
@@ -50,6 +51,21 @@ count is ``highest id so far - removed_count``: O(1), no ``COUNT(*)``, and no co
 written per insert. ``add()`` writes the events row and its event_id index entry, nothing else
 (an AUTOINCREMENT sequence row or an insert-trigger counter would each cost one more page in the
 WAL per commit, ≈ 8 µs each: see docs/performance.md).
+
+The ledger (:class:`~.state.Ledger`): ``tracked = highest id - counter_requeued`` always equals
+``delivered + duplicates + dead (rows in dead now) + evicted + purged + pending + dry_run``.
+
+Beside the file, ``<outbox>.spool/`` (0700) holds per open outbox and process::
+
+    <token>.lock      0600, empty; its owner holds flock(LOCK_EX) on it while the outbox is open
+                      (see :mod:`.presence`): refused means alive, granted means dead. The
+                      token is also the lease_owner of the rows that process sends.
+    <token>.sqlite3   0600, WAL, PRAGMA user_version = 1: that process's spool (see
+                      :mod:`.spool`), written only when the outbox was locked or failing:
+      spooled   id INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL,
+                enqueued_at REAL NOT NULL
+      moved into events by event_id (absorb); a dead owner's spool is adopted by the next
+      process that opens the outbox, then its files are deleted.
 
 Every pragma is in :data:`PRAGMAS`, applied by :func:`apply_pragmas` (the one place); the
 validation of an existing file (:func:`check_outbox`) is shared by the writer and the reader.
@@ -79,7 +95,16 @@ __all__ = [
 
 SCHEMA_VERSION: Final = "1"
 #: The persisted counters ``counters()`` always reports (0 when never bumped).
-COUNTER_NAMES: Final = ("delivered", "duplicates", "dead", "evicted", "retried", "dry_run")
+COUNTER_NAMES: Final = (
+    "delivered",
+    "duplicates",
+    "dead",
+    "evicted",
+    "purged",
+    "requeued",
+    "dry_run",
+    "retried",
+)
 #: The tables of the file format (documented above); an outbox file has every one of them.
 TABLES: Final = ("events", "dead", "meta", "predictions")
 #: The meta key of the last background error a worker reported (read by `mosaic-telemetry`).
@@ -105,16 +130,15 @@ PRAGMAS: Final = (
     "PRAGMA busy_timeout = {busy_timeout_ms}",
     "PRAGMA journal_mode = WAL",  # readers never block the writer; persists in the file
     "PRAGMA synchronous = {synchronous}",  # NORMAL: survives a process crash; FULL: power loss
-    # Shrink the WAL back to 4 MiB after a checkpoint. No connection checkpoints later than
-    # that (ADD_WAL_AUTOCHECKPOINT): a WAL truncated below the size add() fills it to makes
-    # every commit past the limit grow the file again (+20% per add(); docs/performance.md).
+    # Shrink the WAL back to 4 MiB after a checkpoint: the WAL budget of .maintenance.
     "PRAGMA journal_size_limit = 4194304",
     "PRAGMA wal_autocheckpoint = {wal_autocheckpoint}",
     "PRAGMA temp_store = MEMORY",
 )
 SYNCHRONOUS: Final = {"normal": "NORMAL", "full": "FULL"}
-#: add() connections only checkpoint as a safety net; the worker calls checkpoint().
-ADD_WAL_AUTOCHECKPOINT: Final = 1000  # pages: 4 MiB, the journal_size_limit
+#: add() connections never checkpoint: the worker (or a background thread) does, see
+#: .maintenance. Other connections run in the background anyway: 1000 pages (4 MiB).
+ADD_WAL_AUTOCHECKPOINT: Final = 0
 MAIN_WAL_AUTOCHECKPOINT: Final = 1000
 
 DDL: Final = (

@@ -11,6 +11,8 @@ import re
 import sqlite3
 from typing import Any, Final
 
+import attrs
+
 from .schema import (
     COUNTER_NAMES,
     COUNTER_PREFIX,
@@ -19,6 +21,7 @@ from .schema import (
     SQL_DEAD_COUNT,
     SQL_GET_DEAD,
     SQL_GET_EVENT,
+    SQL_HIGHEST_ID,
     SQL_LEASED,
     SQL_LIST_DEAD,
     SQL_LIST_EVENTS,
@@ -29,6 +32,7 @@ from .schema import (
 
 __all__ = [
     "ROW_STATES",
+    "Ledger",
     "count_rows",
     "counters",
     "counters_of",
@@ -38,6 +42,7 @@ __all__ = [
     "get_pause",
     "get_row",
     "leased_count",
+    "ledger",
     "list_rows",
     "load_predictions",
     "meta",
@@ -250,3 +255,62 @@ def load_predictions(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
     """Every stored prediction as ``(key, body, fetched_at)``."""
     rows = conn.execute("SELECT key, body, fetched_at FROM predictions ORDER BY key")
     return [(str(k), str(b), float(f)) for k, b, f in rows.fetchall()]
+
+
+@attrs.frozen(kw_only=True)
+class Ledger:
+    """Where every event ever written to one outbox file went; persisted, so it holds across
+    processes and restarts.
+
+    ``tracked`` counts rows ever inserted into ``events`` (by ``track()``, from a spool, or
+    moved from a lost file), a requeued dead letter not counted twice. Each one has exactly
+    one outcome: ``tracked == delivered + duplicates + dead + evicted + purged + pending +
+    dry_run`` (:attr:`balanced`). ``dead`` is what the dead table holds now (a requeued row
+    left it, an evicted or purged dead row is counted there instead).
+    """
+
+    tracked: int
+    delivered: int
+    duplicates: int
+    dead: int
+    evicted: int
+    purged: int
+    pending: int
+    dry_run: int
+
+    @property
+    def balanced(self) -> bool:
+        """Whether the outcomes add up to what was tracked."""
+        outcomes = (
+            self.delivered
+            + self.duplicates
+            + self.dead
+            + self.evicted
+            + self.purged
+            + self.pending
+            + self.dry_run
+        )
+        return self.tracked == outcomes
+
+    def to_dict(self) -> dict[str, int]:
+        """The figures as a JSON-ready dict."""
+        return attrs.asdict(self)
+
+
+SQL_HIGHEST: Final = f"SELECT {SQL_HIGHEST_ID}"
+
+
+def ledger(conn: sqlite3.Connection, values: dict[str, int] | None = None) -> Ledger:
+    """The file's :class:`Ledger`, from one read (pass ``counters`` already read, if any)."""
+    values = counters(conn) if values is None else values
+    highest = int(conn.execute(SQL_HIGHEST).fetchone()[0])
+    return Ledger(
+        tracked=highest - values.get("requeued", 0),
+        delivered=values.get("delivered", 0),
+        duplicates=values.get("duplicates", 0),
+        dead=dead_count(conn),
+        evicted=values.get("evicted", 0),
+        purged=values.get("purged", 0),
+        pending=pending_count(conn),
+        dry_run=values.get("dry_run", 0),
+    )
