@@ -51,7 +51,7 @@ __all__ = [
 _DETAIL_CHARS = 300
 _MAX_HEADER_CHARS = 200
 # delta-seconds (RFC 9110 §10.2.3), leniently also a sign and a fraction: "2", " 2.5 ", "-1".
-_DELTA_SECONDS = re.compile(r"\s*[+-]?[0-9]+(?:\.[0-9]*)?\s*")
+_DELTA_SECONDS = re.compile(r"[ \t]*[+-]?[0-9]+(?:\.[0-9]*)?[ \t]*")  # OWS: SP, HTAB
 
 
 class SendKind(enum.Enum):
