@@ -13,11 +13,11 @@ parent (bounded) and closes its connections before the fork; both sides reopen l
 Connections a child inherits anyway are never closed by the child (that would drop the
 parent's locks): they stay referenced in the registry so garbage collection cannot close them.
 
-Finalizers never take a registry lock: a garbage collection can run inside any allocation,
-also one made while this thread holds the registry's lock, and a finalizer that took the same
-(non-reentrant) lock there hung the thread forever. A dropped outbox only queues its serial
-(:meth:`ConnectionRegistry.close_soon`); the next registry call closes its connections,
-outside the lock.
+Finalizers never take a registry lock nor call SQLite: a garbage collection can run inside
+any allocation, also one made while this thread holds the registry's lock, and a finalizer
+that took the same (non-reentrant) lock there hung the thread forever. A dropped outbox only
+queues its serial (:meth:`ConnectionRegistry.close_soon`), a dropped connection itself
+(:meth:`ConnectionRegistry.close_later`); the next call inside the gate closes them.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Final
 import attrs
 
 from .._log import logger
+from . import forklocks
 
 __all__ = [
     "CONNECTIONS",
@@ -104,6 +105,7 @@ class _Registered:
     thread: weakref.ref[threading.Thread]
     conn: sqlite3.Connection
     pinned: bool = False  # kept open for the owner's life, whichever thread opened it
+    fast: bool = False  # the connection of add(), apart from the others of its thread
 
 
 def _thread_alive(ref: weakref.ref[threading.Thread]) -> bool:
@@ -114,66 +116,121 @@ def _thread_alive(ref: weakref.ref[threading.Thread]) -> bool:
 class ConnectionRegistry:
     """Every connection of every outbox, plus the gate that makes forking safe.
 
-    Outbox calls ``enter()``/``exit()`` around their use of a connection; a fork waits until
-    none is in flight, closes this process's connections and lets both sides reopen lazily.
-    Connections of another pid (inherited by a forked child) are kept here forever and never
-    closed: closing them in the child would release locks the parent relies on.
+    Outbox calls run inside the gate (``enter()``/``exit()``, or ``with gate():``); a fork
+    waits until none is in flight, closes this process's connections and lets both sides
+    reopen lazily. Connections of another pid (inherited by a forked child) are kept here
+    forever and never closed: closing them in the child would release locks the parent relies
+    on.
+
+    Every call into SQLite runs inside the gate, the closing and the freeing of a connection
+    included: SQLite takes process-wide mutexes (its allocator's, the unix VFS's), and a fork
+    while another thread holds one leaves it locked forever in the child, whose first SQLite
+    call then hangs (``tests/reliability/test_fork_storm.py``). So the registry, not a
+    ``threading.local``, holds each thread's connections: a thread that ends drops no
+    connection (its freeing would run SQLite outside the gate); the next registry call closes
+    and frees it inside.
     """
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()  # entered directly by enter()/exit(): no Python wrapper
         self._cond = threading.Condition(self._mutex)
         self._active = 0
-        self._forking = False
+        self._depth = threading.local()  # this thread's nesting of enter() calls
+        #: Forks being prepared or under way. A count, not a flag: os.fork() runs the before-
+        #: hooks of a second forking thread while the first fork is still under way (the import
+        #: lock is taken after them), and the first one's after-hook must not reopen the gate
+        #: under the second fork.
+        self._forking = 0
         self.generation = 0
         self._entries: list[_Registered] = []
+        #: (owner, thread ident, fast) -> entry, for this pid and generation only.
+        self._by_thread: dict[tuple[int, int, bool], _Registered] = {}
         self._write_locks: dict[str, threading.Lock] = {}
         self._doomed: list[int] = []  # owners dropped by GC: closed by the next call, unlocked
+        self._orphans: list[sqlite3.Connection] = []  # unregistered ones, likewise
 
     def write_lock(self, key: str) -> threading.Lock:
         """The lock that serialises this process's writes to one file."""
         lock = self._write_locks.get(key)
         if lock is None:
-            self.close_doomed()
             with self._cond:
                 lock = self._write_locks.setdefault(key, threading.Lock())
         return lock
 
+    # --- the gate ---------------------------------------------------------------------------
     def enter(self) -> None:
         """Mark an outbox call in flight (waits while a fork is being prepared)."""
-        if self._doomed:
-            self.close_doomed()
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        if depth:  # nested in a call of this thread that is already counted: never wait here
+            return  # (a fork being prepared waits for the outer call, which would wait for us)
         with self._mutex:
             while self._forking:
                 self._cond.wait()
             self._active += 1
+        if self._doomed or self._orphans:
+            self._close_doomed()
 
     def exit(self) -> None:
         """End of an outbox call."""
+        self._depth.n -= 1
+        if self._depth.n:
+            return
         with self._mutex:
             self._active -= 1
             if not self._active and self._forking:  # only before_fork() waits for zero
                 self._cond.notify_all()
 
-    def register(self, owner: int, conn: sqlite3.Connection, *, pinned: bool = False) -> None:
-        """Keep ``conn`` referenced; close connections left behind by finished threads.
+    @contextlib.contextmanager
+    def gate(self) -> Iterator[None]:
+        """``enter()`` ... ``exit()`` around a block that calls SQLite."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.exit()
+
+    # --- this thread's connections (call inside the gate) -------------------------------------
+    def lookup(self, owner: int, *, fast: bool = False) -> sqlite3.Connection | None:
+        """The connection ``owner`` opened in this thread (this pid and generation), if any."""
+        entry = self._by_thread.get((owner, threading.get_ident(), fast))
+        # A thread id is reused once its thread ended: the entry must be this very thread's.
+        if entry is None or entry.thread() is not threading.current_thread():
+            return None
+        return entry.conn
+
+    def register(
+        self, owner: int, conn: sqlite3.Connection, *, pinned: bool = False, fast: bool = False
+    ) -> None:
+        """Keep ``conn`` as this thread's connection of ``owner``; close the connections left
+        behind by finished threads.
 
         A ``pinned`` connection stays open while its owner lives (until a fork or a close):
         with one connection always open, SQLite never deletes the ``-wal`` and ``-shm`` of a
         file this process uses, so a missing one means someone else removed it.
         """
-        self.close_doomed()
+        forklocks.prepare()
         pid = os.getpid()
-        entry = _Registered(pid, owner, weakref.ref(threading.current_thread()), conn, pinned)
+        thread = threading.current_thread()
+        entry = _Registered(pid, owner, weakref.ref(thread), conn, pinned, fast)
         with self._cond:
             stale = [
                 e
                 for e in self._entries
                 if e.pid == pid and not e.pinned and not _thread_alive(e.thread)
             ]
-            self._entries = [e for e in self._entries if e not in stale]
+            self._forget(stale)
             self._entries.append(entry)
+            self._by_thread[(owner, thread.ident or 0, fast)] = entry
         close_quietly(e.conn for e in stale)
+
+    def _forget(self, entries: list[_Registered]) -> None:
+        """Under the lock: drop ``entries`` from both indexes."""
+        if not entries:
+            return
+        gone = {id(e) for e in entries}
+        self._entries = [e for e in self._entries if id(e) not in gone]
+        self._by_thread = {k: e for k, e in self._by_thread.items() if id(e) not in gone}
 
     def retire(self, owner: int) -> None:
         """Forget ``owner``'s connections of this process without ever closing them.
@@ -186,7 +243,7 @@ class ConnectionRegistry:
         pid = os.getpid()
         with self._cond:
             mine = [e for e in self._entries if e.pid == pid and e.owner == owner]
-            self._entries = [e for e in self._entries if e not in mine]
+            self._forget(mine)
             self.generation += 1
         for entry in mine:
             leak(entry.conn)
@@ -202,12 +259,17 @@ class ConnectionRegistry:
 
         Never call this from a finalizer: use :meth:`close_soon`.
         """
+        with self.gate():
+            self._close_owner(owner)
+
+    def _close_owner(self, owner: int) -> None:
         pid = os.getpid()
         with self._cond:
             mine = [e for e in self._entries if e.pid == pid and e.owner == owner]
-            self._entries = [e for e in self._entries if e not in mine]
+            self._forget(mine)
         close_quietly(e.conn for e in mine)
 
+    # --- from finalizers: no lock, no SQLite ----------------------------------------------------
     def close_soon(self, owner: int) -> None:
         """From a finalizer: have ``owner``'s connections closed by the next registry call.
 
@@ -216,19 +278,36 @@ class ConnectionRegistry:
         """
         self._doomed.append(owner)
 
+    def close_later(self, conn: sqlite3.Connection) -> None:
+        """From a finalizer: have the next registry call close and free ``conn``."""
+        self._orphans.append(conn)
+
     def close_doomed(self) -> None:
         """Close the connections of outboxes that were garbage-collected (never under a lock)."""
+        with self.gate():
+            self._close_doomed()
+
+    def _close_doomed(self) -> None:
+        """Inside the gate: close what finalizers queued."""
+        while self._orphans:
+            try:
+                conn = self._orphans.pop()
+            except IndexError:  # another thread took the last one
+                break
+            close_quietly([conn])
+            del conn
         while self._doomed:
             try:
                 owner = self._doomed.pop()
-            except IndexError:  # another thread took the last one
+            except IndexError:
                 return
-            self.close_owner(owner)
+            self._close_owner(owner)
 
+    # --- fork -----------------------------------------------------------------------------------
     def before_fork(self) -> None:
         """Wait (bounded) for in-flight calls, then close this process's connections."""
         with self._cond:
-            self._forking = True
+            self._forking += 1
             deadline = time.monotonic() + FORK_WAIT_SECONDS
             while self._active and self._cond.wait(max(0.0, deadline - time.monotonic())):
                 pass
@@ -238,27 +317,36 @@ class ConnectionRegistry:
                     "inherits open SQLite connections",
                     FORK_WAIT_SECONDS,
                 )
+                forklocks.hold()
                 return
             pid = os.getpid()
             mine = [e for e in self._entries if e.pid == pid]
-            self._entries = [e for e in self._entries if e.pid != pid]
+            self._forget(mine)
             self.generation += 1
         close_quietly(e.conn for e in mine)
+        del mine
+        forklocks.hold()  # last: SQLite's own mutexes, for SQLite calls outside the gate
 
     def after_fork_in_parent(self) -> None:
-        """Let outbox calls run again."""
+        """Let outbox calls run again (once no other fork is under way)."""
+        forklocks.release()
         with self._cond:
-            self._forking = False
-            self._cond.notify_all()
+            self._forking -= 1
+            if not self._forking:
+                self._cond.notify_all()
 
     def after_fork_in_child(self) -> None:
         """Fresh locks: only the forking thread exists here, and a lock may have been held."""
+        forklocks.release()  # first: SQLite is usable again (this hook runs before the others)
         self._mutex = threading.Lock()  # entered directly by enter()/exit(): no Python wrapper
         self._cond = threading.Condition(self._mutex)
         self._active = 0
-        self._forking = False
+        self._depth = threading.local()
+        self._forking = 0
+        self._by_thread = {}  # the inherited connections stay in _entries, never closed here
         self._write_locks = {}
         self._doomed = []
+        self._orphans = []  # the parent's to close, never the child's
         self.generation += 1
 
 

@@ -89,7 +89,6 @@ class FileDatabase:
         self._busy_timeout_ms = busy_timeout_ms
         self._serial = next(_SERIALS)
         self._lock_key = os.path.realpath(path)
-        self._local = threading.local()
         self._closed = False
         self._removed_seen = 0  # a lower bound of meta.removed_count, for add()
         #: Set while the file is lost and not yet recreated: why, and the rows read from it.
@@ -101,9 +100,6 @@ class FileDatabase:
         try:
             conn = self._open_file()
             self._file_id = files.identity(path)
-            self._local.key = (os.getpid(), CONNECTIONS.generation)
-            self._local.fast = None
-            self._local.main = conn
             CONNECTIONS.register(self._serial, conn, pinned=True)
             self._known = recovery.snapshot(path, self._file_id, CONNECTIONS.generation)
         finally:
@@ -138,21 +134,11 @@ class FileDatabase:
             raise OutboxError(f"outbox {self.label} is closed")
         if self._lost is not None:
             raise OutboxError(f"outbox {self.label} was {self._lost}; it is being recreated")
-        local = self._local
-        key = (os.getpid(), CONNECTIONS.generation)
-        if getattr(local, "key", None) != key:
-            # First use in this thread, or after a fork: the old connections (if any) stay
-            # referenced by CONNECTIONS; they are never closed from a forked child.
-            local.key = key
-            local.fast = None
-            local.main = None
-        conn: sqlite3.Connection | None = local.fast if fast else local.main
+        # The registry holds this thread's connections (see connections.ConnectionRegistry):
+        # first use in this thread, or after a fork or a recreate, opens a new one.
+        conn = CONNECTIONS.lookup(self._serial, fast=fast)
         if conn is None:
             conn = self._connect(fast)
-            if fast:
-                local.fast = conn
-            else:
-                local.main = conn
         return conn
 
     def _connect(self, fast: bool) -> sqlite3.Connection:
@@ -177,7 +163,7 @@ class FileDatabase:
             raise
         maintenance.fit_autocheckpoint(conn, self.path, fast=fast)
         renewed = generation != self._known.generation  # the first since a fork: the anchor
-        CONNECTIONS.register(self._serial, conn, pinned=renewed)
+        CONNECTIONS.register(self._serial, conn, pinned=renewed, fast=fast)
         if renewed:
             self._known = recovery.snapshot(self.path, self._file_id, generation)
         return conn
@@ -245,12 +231,17 @@ class FileDatabase:
             try:
                 conn = self.connection(fast=True)
                 cursor = self._insert(conn, row)
-                if cursor.rowcount != 1:
+                inserted, last_id = cursor.rowcount == 1, cursor.lastrowid or 0
+                # Freed here, inside the gate: freeing a cursor resets its statement, which
+                # takes SQLite's process-wide allocator mutex; freed on return, after exit(),
+                # a fork at that moment left the child that mutex locked forever.
+                del cursor
+                if not inserted:
                     return False, 0
                 # Ids are consecutive, so this id minus the rows ever removed is the pending
                 # count. The removed count cached here only lags behind, so this is an upper
                 # bound: the exact check (one more transaction) runs only when it is over.
-                if (cursor.lastrowid or 0) - self._removed_seen > max_pending:
+                if last_id - self._removed_seen > max_pending:
                     evicted = self._evict_now(conn, max_pending)
             finally:
                 lock.release()

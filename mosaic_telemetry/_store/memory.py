@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 
 from .._exceptions import OutboxError
 from . import queue
-from .connections import transaction
+from .connections import CONNECTIONS, transaction
 from .errors import map_error
 from .schema import create_schema
 
@@ -40,15 +41,19 @@ class MemoryDatabase:
         self._conn = self._new()
 
     def _new(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        with transaction(conn):
-            create_schema(conn, self.label, self._defaults)
+        with CONNECTIONS.gate():
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            with transaction(conn):
+                create_schema(conn, self.label, self._defaults)
+        # Dropped with this database, the connection is closed and freed inside the registry's
+        # gate, never by a garbage collection that may run while another thread forks.
+        weakref.finalize(self, CONNECTIONS.close_later, conn).atexit = False
         return conn
 
     @contextlib.contextmanager
     def read(self, op: str) -> Iterator[sqlite3.Connection]:
-        """The one connection, under the lock; sqlite3 errors mapped."""
-        with self._lock:
+        """The one connection, under the lock and inside the fork gate; sqlite3 errors mapped."""
+        with CONNECTIONS.gate(), self._lock:
             if self._closed:
                 raise OutboxError(f"{self.label} is closed")
             try:
@@ -87,6 +92,6 @@ class MemoryDatabase:
 
     def close(self) -> None:
         """Forget the rows; later calls raise OutboxError."""
-        with self._lock:
+        with CONNECTIONS.gate(), self._lock:
             self._closed = True
             self._conn.close()

@@ -22,13 +22,14 @@ import os
 import pathlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Final
 
 import attrs
 
 from .._exceptions import OutboxError
-from .connections import close_quietly, leak, transaction
+from .connections import CONNECTIONS, close_quietly, leak, transaction
 from .errors import map_error
 from .files import identity, open_private, prepare_spool_dir
 
@@ -114,7 +115,7 @@ class Spool:
 
     def add(self, rows: Sequence[tuple[str, str, float]]) -> int:
         """Write rows durably (one transaction); how many were new. OutboxError on failure."""
-        with self._lock:
+        with CONNECTIONS.gate(), self._lock:  # inside the fork gate, like every SQLite call
             try:
                 conn = self._open()
                 if len(rows) == 1:  # the hot path: one autocommit statement
@@ -146,13 +147,15 @@ class Spool:
                 fresh.executemany(SQL_SPOOL, [tuple(r[1:]) for r in kept])
         if conn is not None:
             leak(conn)  # closing it could delete, by name, a -wal of the new file
+        # Dropped with the spool, the connection is closed inside the fork gate, never by a GC.
+        weakref.finalize(self, CONNECTIONS.close_later, fresh).atexit = False
         self._conn, self._id = fresh, identity(self.path)
         self.count = len(kept)
         return fresh
 
     def take(self, limit: int) -> list[SpooledRow]:
         """The oldest ``limit`` rows (they stay until :meth:`forget`)."""
-        with self._lock:
+        with CONNECTIONS.gate(), self._lock:
             if self._conn is None:
                 return []
             try:
@@ -164,7 +167,7 @@ class Spool:
         """Delete rows that are now in the outbox."""
         if not rows:
             return
-        with self._lock:
+        with CONNECTIONS.gate(), self._lock:
             if self._conn is None:
                 return
             try:
@@ -178,7 +181,7 @@ class Spool:
 
     def close(self, *, delete: bool) -> None:
         """Close the file; with ``delete`` (and nothing left in it) remove it and its WAL."""
-        with self._lock:
+        with CONNECTIONS.gate(), self._lock:
             conn, self._conn = self._conn, None
             if conn is None:
                 return
@@ -198,16 +201,18 @@ class Spool:
 
 def read_spool(path: pathlib.Path, *, limit: int = -1) -> list[SpooledRow]:
     """Every row of a spool file another (dead) presence wrote; OutboxError if unreadable."""
-    try:
-        conn = _connect(path, synchronous="NORMAL", create=False)
-    except sqlite3.Error as exc:
-        raise map_error(exc, "adopting spool", path) from exc
-    try:
-        return [SpooledRow(*r) for r in conn.execute(SQL_TAKE, (limit,))]
-    except sqlite3.Error as exc:
-        raise map_error(exc, "adopting spool", path) from exc
-    finally:
-        close_quietly([conn])
+    with CONNECTIONS.gate():
+        try:
+            conn = _connect(path, synchronous="NORMAL", create=False)
+        except sqlite3.Error as exc:
+            raise map_error(exc, "adopting spool", path) from exc
+        try:
+            return [SpooledRow(*r) for r in conn.execute(SQL_TAKE, (limit,))]
+        except sqlite3.Error as exc:
+            raise map_error(exc, "adopting spool", path) from exc
+        finally:
+            close_quietly([conn])
+            del conn
 
 
 def delete_spool_files(path: pathlib.Path) -> None:
