@@ -1,8 +1,8 @@
 """The package as an index shows it: metadata, floors, sdist and wheel contents, library habits.
 
-The tests of built artifacts read ``MOSAIC_DIST_DIR`` (set by ``tox -e pkg``, which builds the
-sdist and wheel there and runs this suite from the unpacked sdist); the floors test reads
-``MOSAIC_EXPECT_CONSTRAINTS`` (set by ``tox -e min``). Elsewhere those two skip.
+The tests of built artifacts read ``MOSAIC_DIST_DIR`` (set by ``tox -e min`` and ``tox -e
+sdist``, which build the sdist and wheel there and run this suite from the unpacked sdist); the
+floors test reads ``MOSAIC_EXPECT_CONSTRAINTS`` (set by ``tox -e min``). Elsewhere they skip.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def pinned_minimums() -> dict[str, str]:
 def dist_dir() -> Path:
     where = os.environ.get("MOSAIC_DIST_DIR")
     if not where:
-        pytest.skip("needs the built sdist and wheel: tox -e pkg")
+        pytest.skip("needs the built sdist and wheel: tox -e min or tox -e sdist")
     return Path(where)
 
 
@@ -131,7 +131,7 @@ def test_readme_first_screen_says_where_the_outbox_stays() -> None:
         assert needle in top, needle
 
 
-# --- built artifacts (tox -e pkg) -------------------------------------------------------------
+# --- built artifacts (tox -e min, tox -e sdist) ---------------------------------------------
 
 
 def test_wheel_metadata_for_the_index() -> None:
