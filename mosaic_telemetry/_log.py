@@ -1,6 +1,7 @@
 """The SDK's logger and a rate limiter for repeated errors.
 
-Everything goes to the ``mosaic_telemetry`` logger, never the root logger. A background
+Everything goes to the ``mosaic_telemetry`` logger (never the root logger), to which the SDK
+adds only a ``NullHandler``: the application decides where the lines go. A background
 failure that repeats (server down for an hour) is logged once per ``interval`` per key, with
 the number of repeats held back, so the SDK never floods the host's logs. The key is never
 logged: messages are built from our own texts and server replies only.
@@ -18,6 +19,11 @@ from . import _forksafe
 __all__ = ["RateLimitedLogger", "logger"]
 
 logger = logging.getLogger("mosaic_telemetry")
+# A library leaves the choice of handlers to the application, as requests and urllib3 do:
+# this one keeps Python's last-resort handler from printing our warnings on the host's stderr
+# when the host configured no logging. Errors stay visible through ``on_error`` and
+# ``stats()``; docs/integration-guide.md ("Seeing the SDK's log lines") shows how to see them.
+logger.addHandler(logging.NullHandler())
 #: Set while this thread is inside one of our log calls: a log handler that calls track()
 #: (telemetry about logs, say) must not make the SDK log again, recursively.
 _emitting = threading.local()

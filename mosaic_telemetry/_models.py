@@ -242,8 +242,37 @@ def _gate_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+_DUMP_MODES = ("python", "json")
+
+
+class _Serializable:
+    """``to_dict()`` / ``to_json()`` and pydantic's names for them, for code moving from upstream.
+
+    The models stay dumb: each subclass's ``to_dict`` / ``to_json`` delegates to the codec
+    (``_wire``, imported when called: it imports this module), which alone knows the wire format.
+    """
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def to_json(self) -> str:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
+        """Migration alias of ``to_dict()`` (pydantic's name); values are JSON types in any mode."""
+        if mode not in _DUMP_MODES:
+            raise ValueError(f"mode: must be 'python' or 'json', got {mode!r}")
+        return self.to_dict()
+
+    def model_dump_json(self) -> str:
+        """Migration alias of ``to_json()`` (pydantic's name)."""
+        return self.to_json()
+
+
 @attrs.frozen(kw_only=True)
-class TaskCompletionEvent:
+class TaskCompletionEvent(_Serializable):
     """One finished agent task, as sent to ``POST /v1/events/batch`` (schema 1.0)."""
 
     instance_id: uuid.UUID
@@ -277,6 +306,18 @@ class TaskCompletionEvent:
         if problems:
             raise EventValidationError(problems)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The wire dict of schema 1.0: exactly what ``track()`` sends for this event."""
+        from ._wire.events import event_to_dict
+
+        return event_to_dict(self)
+
+    def to_json(self) -> str:
+        """The compact JSON text stored in the outbox and sent as is."""
+        from ._wire.events import event_to_json
+
+        return event_to_json(self)
+
 
 def _task_type(value: TaskType | str) -> TaskType:
     return TaskType(value)
@@ -291,13 +332,25 @@ def _complexity(value: Complexity | str) -> Complexity:
 
 
 @attrs.frozen(kw_only=True)
-class PredictionQuery:
+class PredictionQuery(_Serializable):
     """What to predict: the cache key of a prediction (hashable; strings become enums)."""
 
     task_type: TaskType = attrs.field(converter=_task_type)
     model: str = attrs.field(validator=attrs.validators.instance_of(str))
     provider: Provider = attrs.field(converter=_provider)
     complexity: Complexity = attrs.field(converter=_complexity)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The query as sent in ``POST /v1/predictions/batch``."""
+        from ._wire.predictions import query_to_dict
+
+        return query_to_dict(self)
+
+    def to_json(self) -> str:
+        """``to_dict()`` as compact JSON text."""
+        from ._wire.predictions import query_to_json
+
+        return query_to_json(self)
 
 
 @attrs.frozen(kw_only=True)
@@ -345,8 +398,20 @@ class PredictionMetadata:
 
 
 @attrs.frozen(kw_only=True)
-class PredictionResponse:
+class PredictionResponse(_Serializable):
     """One answer of ``/v1/predictions/batch``; ``prediction`` is None for unknown combos."""
 
     prediction: PredictionData | None
     metadata: PredictionMetadata
+
+    def to_dict(self) -> dict[str, Any]:
+        """The answer as JSON-ready data, in the reply's shape (read back by the SDK as is)."""
+        from ._wire.predictions import prediction_to_dict
+
+        return prediction_to_dict(self)
+
+    def to_json(self) -> str:
+        """``to_dict()`` as compact JSON text."""
+        from ._wire.predictions import prediction_to_json
+
+        return prediction_to_json(self)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,20 @@ def docs_env(
 BLOCKS = python_blocks()
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """Undo what a block does to logging (basicConfig, levels): later tests see the defaults."""
+    root, sdk = logging.getLogger(), logging.getLogger("mosaic_telemetry")
+    saved = (root.level, root.handlers[:], sdk.level, sdk.handlers[:])
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    sdk.setLevel(saved[2])
+    sdk.handlers[:] = saved[3]
+
+
 @pytest.mark.parametrize(("where", "code"), BLOCKS, ids=[w for w, _ in BLOCKS])
+@pytest.mark.usefixtures("logging_restored")
 def test_code_block_runs(
     where: str, code: str, server: FakeTelemetryServer, docs_env: dict[str, str]
 ) -> None:

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import tenacity
 from tenacity.nap import sleep_using_event
 
+from . import compat
+
 __all__ = ["RetryPolicy", "make_retrying"]
 
 T = TypeVar("T")
@@ -126,7 +128,7 @@ def make_retrying(
 
         def hook(retry_state: tenacity.RetryCallState) -> None:
             assert retry_state.outcome is not None
-            notify(retry_state.outcome.result(), retry_state.upcoming_sleep)
+            notify(retry_state.outcome.result(), compat.upcoming_sleep(retry_state))
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_result(is_retryable),

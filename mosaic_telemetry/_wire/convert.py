@@ -75,7 +75,8 @@ def converter() -> cattrs.Converter:
         lambda kind: kind == tuple[QualityGate, ...], lambda gates: [gate.value for gate in gates]
     )
     conv.register_structure_hook(Confidence | str, _structure_confidence)
-    conv.register_structure_hook(datetime | None, _structure_datetime)
+    # On datetime, not datetime | None: cattrs < 24 structures Optional before any union hook.
+    conv.register_structure_hook(datetime, _structure_datetime)
     for kind in (int, float, str, bool):
         conv.register_structure_hook(kind, _strict_scalar(kind))
     return conv

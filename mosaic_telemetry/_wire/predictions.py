@@ -14,9 +14,11 @@ __all__ = [
     "prediction_from_dict",
     "prediction_results",
     "prediction_to_dict",
+    "prediction_to_json",
     "predictions_body",
     "query_key",
     "query_to_dict",
+    "query_to_json",
 ]
 
 
@@ -28,6 +30,11 @@ def query_to_dict(query: PredictionQuery) -> dict[str, str]:
         "provider": query.provider.value,
         "complexity": query.complexity.value,
     }
+
+
+def query_to_json(query: PredictionQuery) -> str:
+    """``query_to_dict`` as compact JSON text (``PredictionQuery.to_json``)."""
+    return json.dumps(query_to_dict(query), separators=(",", ":"), ensure_ascii=False)
 
 
 def query_key(query: PredictionQuery) -> str:
@@ -53,6 +60,11 @@ def prediction_to_dict(response: PredictionResponse) -> dict[str, Any]:
     """The JSON-ready dict of a response, for the on-disk cache (read by prediction_from_dict)."""
     result: dict[str, Any] = converter().unstructure(response)
     return result
+
+
+def prediction_to_json(response: PredictionResponse) -> str:
+    """``prediction_to_dict`` as compact JSON text (``PredictionResponse.to_json``)."""
+    return json.dumps(prediction_to_dict(response), separators=(",", ":"), ensure_ascii=False)
 
 
 def prediction_results(payload: Any) -> list[Any]:

@@ -23,7 +23,8 @@ from ..helpers import API_KEY, INSTANCE_ID, child_env
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 PRELUDE = """\
-import json, os, sys, threading, time
+import json, logging, os, sys, threading, time
+logging.basicConfig(level=logging.WARNING)  # the SDK's warnings on stderr, where tests read them
 from tests.helpers import API_KEY, INSTANCE_ID, make_event, make_events
 from mosaic_telemetry import TelemetryClient, TelemetryConfig
 config = TelemetryConfig(**{config!r})
