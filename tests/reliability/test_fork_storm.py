@@ -32,8 +32,10 @@ class Kept(logging.Handler):            # a handler with a lock and no buffered 
         self.records.append(self.format(record))
         del self.records[:-100]
 
-logging.getLogger("mosaic_telemetry").addHandler(Kept())
-logging.getLogger("mosaic_telemetry").setLevel(logging.DEBUG)
+sdk_log = logging.getLogger("mosaic_telemetry")
+sdk_log.addHandler(Kept())
+sdk_log.setLevel(logging.DEBUG)
+sdk_log.propagate = False                # stderr is for what goes wrong, not for the SDK's log
 stop = threading.Event()
 children = []
 children_lock = threading.Lock()
