@@ -9,29 +9,27 @@ every running client within its ``shutdown_timeout_seconds``.
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import attrs
 
+from . import _processes
+from ._assembly import Assembly
 from ._config import Settings, TelemetryConfig
-from ._delivery.ports import Sender
 from ._delivery.seam import Transport
-from ._delivery.stats import FlushResult, Stats, WorkerSettings
+from ._delivery.stats import FlushResult, Stats
 from ._enums import Complexity, Harness, Provider, RepoSizeCategory, TaskType
 from ._exceptions import OutboxError
 from ._log import RateLimitedLogger, logger
 from ._models import PredictionQuery, PredictionResponse, TaskCompletionEvent
-from ._predictions import PredictionCache
-from ._prefetch import PredictionPrefetcher
+from ._secrets import redact
 from ._store import SqliteOutbox
-from ._task import TaskRecorder, TaskSupport, tracked
+from ._task import TaskRecorder, tracked
 from ._task_rules import TaskSpec
 from ._wire.events import event_to_json
 
@@ -41,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TelemetryClient"]
 
-_CLIENTS: weakref.WeakSet[TelemetryClient] = weakref.WeakSet()
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -60,9 +57,6 @@ class TelemetryClient:
         """``transport`` replaces the HTTP transport (``testing.MockTransport`` in tests);
         ``clock`` (wall time) and ``monotonic`` (every wait) can be injected for tests."""
         self._config = config
-        self._clock = clock
-        self._monotonic = monotonic
-        self._transport = transport
         self._log = RateLimitedLogger(clock=monotonic)  # its interval is a wait, too
         self._lock = threading.RLock()
         self._stats = Stats()
@@ -72,8 +66,16 @@ class TelemetryClient:
             problems.append("transport: must have a handle_request(request) method")
         self._problems = problems if self._enabled else []
         self._settings = Settings.usable(config, problems)  # later edits of config don't leak in
+        self._parts = Assembly(
+            config,
+            self._settings,
+            transport=transport,
+            stats=self._stats,
+            log=self._log,
+            clock=clock,
+            monotonic=monotonic,
+        )
         self._batch_size = self._settings.batch_size
-        self._max_queue = self._settings.max_queue_size
         self._shutdown_timeout = self._settings.shutdown_timeout_seconds
         self._outbox: SqliteOutbox | None = None
         self._worker: Worker | None = None
@@ -84,26 +86,10 @@ class TelemetryClient:
         self._prediction_lock = threading.Lock()
         self._prediction_api: TelemetryApi | None = None
         if self._enabled:
-            self._outbox = self._open_outbox()
-        self._predictions = PredictionCache(
-            self._settings.prediction_cache_ttl_seconds,
-            clock=clock,
-            store=self._outbox if isinstance(self._outbox, SqliteOutbox) else None,
-            log=self._log,
-        )
-        fetch = self._enabled and not config.dry_run
-        self._tasks = TaskSupport(
-            host=self,
-            instance_id=config.instance_id,
-            enabled=self._enabled,
-            count=lambda name: self._stats.add(name),
-            log=self._log,
-            monotonic=monotonic,
-            prefetcher=PredictionPrefetcher(
-                self.refresh_predictions_sync, monotonic=monotonic, log=self._log
-            )
-            if fetch
-            else None,
+            self._outbox = self._parts.open_outbox(self._problems)
+        self._predictions = self._parts.prediction_cache(self._outbox)
+        self._tasks = self._parts.task_support(
+            self, refresh=self.refresh_predictions_sync, count=lambda name: self._stats.add(name)
         )
         if not self._enabled:
             return
@@ -114,47 +100,16 @@ class TelemetryClient:
                 "sent until they are fixed: %s",
                 "; ".join(self._problems),
             )
-        _CLIENTS.add(self)
+        _processes.register(self)
 
     def __repr__(self) -> str:
+        url = redact(str(self._config.server_url))  # a key pasted into the URL is never shown
         return (
-            f"TelemetryClient(server_url={self._config.server_url!r}, running={self._running}, "
+            f"TelemetryClient(server_url={url!r}, running={self._running}, "
             f"enabled={self._enabled}, dry_run={self._config.dry_run})"
         )
 
     # --- outbox -------------------------------------------------------------------------------
-    def _open_outbox(self) -> SqliteOutbox:
-        config = self._config
-        path = config.resolved_outbox_path()
-        try:
-            outbox = SqliteOutbox(
-                path,
-                durability=self._settings.durability,
-                max_pending=self._max_queue,
-                server_url=str(config.server_url),
-                dry_run=bool(config.dry_run),
-                clock=self._clock,
-            )
-        except OutboxError as exc:
-            return self._memory_fallback(exc)
-        if outbox.server_url and outbox.server_url != config.server_url:
-            self._problems.append(
-                f"outbox_path: {path} was written for {outbox.server_url!r}, not "
-                f"{config.server_url!r}; its events are not sent to another server "
-                "(choose another outbox_path, or inspect it with `mosaic-telemetry outbox`)"
-            )
-        return outbox
-
-    def _memory_fallback(self, exc: BaseException) -> SqliteOutbox:
-        logger.error(
-            "telemetry outbox unusable (%s); keeping events in memory only (not durable, at "
-            "most %d)",
-            exc,
-            self._max_queue,
-        )
-        self._stats.error(f"outbox unusable: {exc}", self._clock())
-        return SqliteOutbox.in_memory(max_pending=self._max_queue, clock=self._clock)
-
     def _current_outbox(self) -> SqliteOutbox:
         assert self._outbox is not None
         return self._outbox
@@ -178,63 +133,8 @@ class TelemetryClient:
     def _ensure_worker(self) -> Worker:
         with self._lock:
             if self._worker is None:
-                # Imported and built here, on the caller's thread: no import ever runs on the
-                # worker thread (a fork during an import leaves a half-initialised module).
-                from ._delivery.worker import Worker
-
-                config = self._config
-                settings = self._settings
-                self._worker = Worker(
-                    outbox=self._current_outbox,
-                    sender=self._make_sender(),
-                    stats=self._stats,
-                    settings=WorkerSettings(
-                        batch_size=self._batch_size,
-                        submit_interval=settings.submit_interval_seconds,
-                        request_timeout=settings.request_timeout_seconds,
-                        max_retries=settings.max_retries,
-                    ),
-                    on_error=config.on_error if callable(config.on_error) else None,
-                    clock=self._clock,
-                    monotonic=self._monotonic,
-                    log=self._log,
-                )
-                self._worker.start()
+                self._worker = self._parts.worker(self._current_outbox, self._problems)
             return self._worker
-
-    def _make_api(self, api_key: str) -> TelemetryApi:
-        from ._delivery.api import TelemetryApi
-        from ._delivery.transport import RequestsTransport
-
-        return TelemetryApi(
-            str(self._config.server_url),
-            api_key,
-            transport=self._transport or RequestsTransport(),
-            timeout=self._settings.request_timeout_seconds,
-            clock=self._clock,
-        )
-
-    def _make_sender(self) -> Sender | None:
-        """The sender of the worker; None (events kept, nothing sent) when it cannot be built."""
-        if self._config.dry_run:
-            from ._delivery.api import DryRunApi
-
-            return DryRunApi()
-        if self._problems:
-            return None
-        try:
-            return self._make_api(str(self._config.api_key))
-        except Exception as exc:  # e.g. an unusable URL: keep events, never die
-            text = f"telemetry sending disabled: {exc!r}"
-            self._stats.error(text, self._clock())
-            self._log.error("sender", "%s", text)
-            on_error = self._config.on_error
-            if callable(on_error):
-                try:
-                    on_error(exc)
-                except Exception:
-                    logger.debug("on_error callback raised", exc_info=True)
-            return None
 
     def stop(self) -> None:
         """Send what is pending within ``shutdown_timeout_seconds``, then stop the worker.
@@ -303,10 +203,24 @@ class TelemetryClient:
         self._running = self._enabled and not self._stopped
         self._lock = threading.RLock()
         self._stats = Stats()
+        self._parts.stats = self._stats
         self._worker = None
         self._unsent = 0
         self._prediction_lock = threading.Lock()
         self._prediction_api = None
+
+    def _ask_to_stop(self) -> None:
+        """At exit, first of all: ask this process's worker for its final drain (no wait)."""
+        worker = self._worker
+        if self._running and worker is not None and self._pid == os.getpid():
+            worker.stop(self._shutdown_timeout, wait=False)
+
+    def _stop_at_exit(self) -> None:
+        """At exit, after every client was asked: wait for the drain, or move the spool in."""
+        if self._running:
+            self.stop()
+        elif self._pid == os.getpid():
+            self._absorb()
 
     # --- tracking -------------------------------------------------------------------------------
     def track(self, event: TaskCompletionEvent) -> None:
@@ -493,7 +407,7 @@ class TelemetryClient:
     def _post_predictions(self, queries: Sequence[PredictionQuery]) -> list[Any]:
         with self._prediction_lock:
             if self._prediction_api is None:
-                self._prediction_api = self._make_api("")  # public: no key is sent
+                self._prediction_api = self._parts.api("")  # public: no key is sent
             return self._prediction_api.post_predictions(queries)
 
 
@@ -502,26 +416,3 @@ async def _to_thread(func: Callable[..., object], *args: object) -> None:
     import asyncio
 
     await asyncio.to_thread(func, *args)
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_CLIENTS):
-        client._after_fork()
-
-
-def _stop_all_at_exit() -> None:
-    # Every worker is asked first, so N clients share one shutdown_timeout instead of taking
-    # N of them one after the other (no threads: they cannot start during finalization).
-    for client in list(_CLIENTS):
-        worker = client._worker
-        if client.is_running and worker is not None and client._pid == os.getpid():
-            worker.stop(client._shutdown_timeout, wait=False)
-    for client in list(_CLIENTS):
-        if client.is_running:
-            client.stop()
-        elif client._pid == os.getpid():
-            client._absorb()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_stop_all_at_exit)
