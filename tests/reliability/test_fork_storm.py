@@ -131,3 +131,4 @@ def test_children_forked_from_busy_threads_finish_cleanly(
         )
         assert result == {"children": children, "hung": 0, "failed": 0}
         assert stderr == {}
+        assert len(server.events) >= 2 * children  # each child flushed its own 2 events
