@@ -1,14 +1,20 @@
-"""Figure 5: what the SDK costs when it is not busy, each measured in a fresh process.
+"""Figure 9, kept as it was: what the SDK costs when it is not busy, each in a fresh process.
 
-- import time: ``import mosaic_telemetry`` beside ``import requests``, each timed inside a
-  fresh interpreter (``perf_counter`` around the import statement), alternating, median. Both
-  with bytecode caches, as after ``pip install``: the children may write ``.pyc`` files (into
-  a temporary ``PYTHONPYCACHEPREFIX``, so the tree stays clean) and each module is imported
-  twice before timing. (With ``PYTHONDONTWRITEBYTECODE=1`` a source tree is compiled on every
-  import while an installed ``requests`` is not: not a fair race.)
-- idle CPU: a started client (its server in another process) sleeps for the window while
-  ``time.process_time()`` counts every thread's CPU; this runs beside the other figures, as
-  it only counts its own process;
+- import time: the quick start's import statement (``from mosaic_telemetry import ...,
+  TelemetryClient, TelemetryConfig``) and a bare ``import mosaic_telemetry``, beside ``import
+  requests``, each timed inside a fresh interpreter (``perf_counter`` around the statement),
+  alternating, median of per-round ratios. All with bytecode caches, as after ``pip
+  install``: the children may write ``.pyc`` files (into a temporary ``PYTHONPYCACHEPREFIX``,
+  so the tree stays clean) and each statement runs twice before timing. (With
+  ``PYTHONDONTWRITEBYTECODE=1`` a source tree is compiled on every import while an installed
+  ``requests`` is not: not a fair race.)
+- idle: a started client (its server in another process, the default 300 s interval) sleeps
+  for the window; the worker thread's context switches (``/proc/self/task/<tid>/status``)
+  count its wake-ups, ``time.process_time()`` every thread's CPU; this runs beside the other
+  figures, as it only counts its own process;
+- ``stop()`` bounded: a started client with events pending whose server accepts connections
+  and never answers (its worker is stuck in a request): the wall time of ``stop()``, beside
+  ``shutdown_timeout_seconds``, and the events still on disk after it;
 - RSS growth: resident memory after ``count`` events went through a started client (tracked
   in chunks of 1,000, each flushed), minus after a warm-up of 2,000 events;
 - threads: the threads of a process with one started client after ``count`` ``flush()``
@@ -38,12 +44,21 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def import_time(module: str, pycache: str) -> float:
-    """Seconds to import ``module`` in a fresh interpreter."""
-    code = (
-        "import time; t = time.perf_counter(); import " + module + "; "
-        "print(time.perf_counter() - t)"
-    )
+#: What a user writes in the quick start (README), and the bare import.
+QUICK_START = (
+    "from mosaic_telemetry import Complexity, EventBuilder, Harness, Outcome, Provider, "
+    "QualityGate, TaskType, TelemetryClient, TelemetryConfig"
+)
+IMPORTS = {
+    "quick_start": QUICK_START,
+    "bare": "import mosaic_telemetry",
+    "requests": "import requests",
+}
+
+
+def import_time(statement: str, pycache: str) -> float:
+    """Seconds to run the import ``statement`` in a fresh interpreter."""
+    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
     env = {**os.environ, "PYTHONPATH": child_pythonpath(), "PYTHONPYCACHEPREFIX": pycache}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     proc = subprocess.run(
@@ -52,20 +67,23 @@ def import_time(module: str, pycache: str) -> float:
     return float(proc.stdout.strip())
 
 
-def import_times(rounds: int) -> dict[str, float]:
-    """Median import time of ours and of requests, and the median of per-round ratios."""
-    ours, theirs = [], []
+def import_times(rounds: int) -> dict[str, dict[str, float]]:
+    """Per statement: its median time (ms) and the median of per-round ratios to requests."""
+    times: dict[str, list[float]] = {key: [] for key in IMPORTS}
     with tempfile.TemporaryDirectory(prefix="mosaic-bench-pycache-") as pycache:
         for _ in range(2):  # writes the bytecode caches
-            import_time("mosaic_telemetry", pycache)
-            import_time("requests", pycache)
+            for statement in IMPORTS.values():
+                import_time(statement, pycache)
         for _ in range(rounds):
-            ours.append(import_time("mosaic_telemetry", pycache))
-            theirs.append(import_time("requests", pycache))
+            for key, statement in IMPORTS.items():
+                times[key].append(import_time(statement, pycache))
+    theirs = times["requests"]
     return {
-        "ours_ms": statistics.median(ours) * 1000,
-        "requests_ms": statistics.median(theirs) * 1000,
-        "ratio": statistics.median(o / t for o, t in zip(ours, theirs, strict=True)),
+        key: {
+            "ms": statistics.median(found) * 1000,
+            "ratio": statistics.median(o / t for o, t in zip(found, theirs, strict=True)),
+        }
+        for key, found in times.items()
     }
 
 
@@ -89,6 +107,14 @@ def finish_idle(proc: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
     return result
 
 
+def stop_time(shutdown_timeout: float) -> dict[str, Any]:
+    """``stop()`` of a client whose server never answers (see the module docstring)."""
+    result: dict[str, Any] = run_child(
+        [str(BENCH_DIR / "at_rest.py"), "stop", str(shutdown_timeout)], timeout=120
+    )
+    return result
+
+
 def rss_growth(url: str, count: int) -> dict[str, Any]:
     result: dict[str, Any] = run_child(
         [str(BENCH_DIR / "at_rest.py"), "rss", url, str(count)], timeout=600
@@ -104,19 +130,72 @@ def thread_count(url: str, flushes: int) -> dict[str, Any]:
 
 
 # --- children -------------------------------------------------------------------------------
+def _switches(thread: threading.Thread) -> int | None:
+    """The thread's context switches so far, or None without ``/proc``."""
+    from report import parse_switches
+
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/status") as status:
+            return parse_switches(status.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _idle_child(url: str, seconds: float) -> None:
-    from common import started_client
+    from common import example_event, started_client
 
     with tempfile.TemporaryDirectory() as folder:
         outbox = pathlib.Path(folder) / "idle.sqlite3"
         with started_client(url, outbox) as client:
-            client.flush(timeout=30)  # the worker has started and built its sender
+            client.track(example_event())
+            client.flush(timeout=30)  # the worker has started, sent, and gone back to sleep
             time.sleep(0.5)
+            workers = [t for t in threading.enumerate() if "worker" in t.name]
+            before = [_switches(t) for t in workers]
             cpu, wall = time.process_time(), time.monotonic()
             time.sleep(seconds)
             cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+            after = [_switches(t) for t in workers]
             threads = sorted(t.name for t in threading.enumerate())
-    print(json.dumps({"cpu_ms": cpu * 1000, "seconds": wall, "threads": threads}))
+    wakeups = None
+    if workers and None not in before and None not in after:
+        wakeups = sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
+    print(
+        json.dumps(
+            {
+                "cpu_ms": cpu * 1000,
+                "seconds": wall,
+                "threads": threads,
+                "workers": len(workers),
+                "wakeups": wakeups,
+            }
+        )
+    )
+
+
+def _stop_child(shutdown_timeout: float) -> None:
+    import socket
+
+    from common import client_config, example_events
+
+    from mosaic_telemetry import TelemetryClient
+
+    with socket.socket() as hole, tempfile.TemporaryDirectory() as folder:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)  # connections complete in the backlog; nothing ever reads or answers
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        outbox = pathlib.Path(folder) / "stop.sqlite3"
+        config = client_config(url, outbox, shutdown_timeout_seconds=shutdown_timeout)
+        client = TelemetryClient(config)
+        for event in example_events(1000):
+            client.track(event)
+        client.start()
+        client.flush(timeout=0.5)  # the worker is now inside a request that never ends
+        started = time.monotonic()
+        client.stop()
+        seconds = time.monotonic() - started
+        kept = TelemetryClient(config).queue_size
+    print(json.dumps({"seconds": seconds, "timeout": shutdown_timeout, "kept": kept}))
 
 
 def _rss_child(url: str, count: int) -> None:
@@ -183,5 +262,7 @@ if __name__ == "__main__":
         _rss_child(sys.argv[2], int(sys.argv[3]))
     elif kind == "threads":
         _threads_child(sys.argv[2], int(sys.argv[3]))
+    elif kind == "stop":
+        _stop_child(float(sys.argv[2]))
     else:
         raise SystemExit(f"unknown child {kind!r}")

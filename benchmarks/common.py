@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import pathlib
 import statistics
@@ -90,8 +91,8 @@ def time_each(call: Callable[[Any], object], items: Sequence[Any]) -> list[int]:
 def percentile(samples: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile (``fraction`` in 0..1) of unsorted samples."""
     ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
-    return ordered[index]
+    rank = math.ceil(fraction * len(ordered) - 1e-9)  # 1-based; the epsilon absorbs 0.07*100
+    return ordered[min(len(ordered), max(rank, 1)) - 1]
 
 
 def summary(samples_ns: Sequence[int]) -> dict[str, float]:
@@ -178,6 +179,14 @@ class Sink:
     def reset(self) -> None:
         """Forget what was received (the fake server keeps every event in memory)."""
         self._ask("reset")
+
+    def hold(self) -> None:
+        """Peer sink: read requests but reply to none until :meth:`release`."""
+        self._ask("hold")
+
+    def release(self) -> None:
+        """Peer sink: reply again, to the held requests first."""
+        self._ask("release")
 
     def close(self) -> None:
         """Stop the child process."""

@@ -6,7 +6,9 @@ counts the events of PostHog and Segment (``{"batch": [...]}``) and of our own
 (``{"events": [...]}``) bodies: a fast server, the same for every contender. (Our client reads
 a 2xx reply without per-event results as "all accepted", as wire-v1 says.)
 Both listen on 127.0.0.1 only. The first line printed is the URL; then each line read from
-stdin is a command (``count``, ``reset``) answered with one line; end of stdin stops it.
+stdin is a command (``count``, ``reset``; for the peer sink also ``hold``: read each request
+but reply to none until ``release``, so a sender's queue fills while its first batch waits)
+answered with one line; end of stdin stops it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class _PeerHandler(BaseHTTPRequestHandler):
         events = None
         if isinstance(payload, dict):
             events = payload.get("batch", payload.get("events"))
+        self.server.gate.wait()  # open unless a hold is on
         with self.server.lock:
             self.server.received += len(events) if isinstance(events, list) else 0
         reply = b"{}"
@@ -57,6 +60,8 @@ class _PeerServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _PeerHandler)
         self.lock = threading.Lock()
         self.received = 0
+        self.gate = threading.Event()
+        self.gate.set()
 
 
 def main(kind: str) -> None:
@@ -71,6 +76,7 @@ def main(kind: str) -> None:
 
         reset = fake.reset
         stop = fake.stop
+        gate = None
     elif kind == "peer":
         server = _PeerServer()
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -85,8 +91,11 @@ def main(kind: str) -> None:
                 server.received = 0
 
         def stop() -> None:
+            server.gate.set()
             server.shutdown()
             server.server_close()
+
+        gate = server.gate
 
     else:
         raise SystemExit(f"unknown sink kind {kind!r}")
@@ -97,6 +106,12 @@ def main(kind: str) -> None:
             print(count(), flush=True)
         elif command == "reset":
             reset()
+            print("ok", flush=True)
+        elif command == "hold" and gate is not None:
+            gate.clear()
+            print("ok", flush=True)
+        elif command == "release" and gate is not None:
+            gate.set()
             print("ok", flush=True)
     stop()
 

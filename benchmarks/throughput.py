@@ -1,19 +1,24 @@
-"""Figure 3: delivery throughput on loopback.
+"""Figures 5 and 6: draining a full queue, beside PostHog and Segment; the test server's rate.
 
-- drain: ``count`` events already pending in the outbox (tracked by a client that was not
-  started) are delivered by ``start()`` + ``flush()`` to ``FakeTelemetryServer`` (which
-  validates and stores every event); the rate is events / elapsed seconds.
-- end to end, beside the peers: ``count`` events tracked by a started client and delivered,
-  from the first call until ``flush()`` returns, against PostHog ``capture`` and Segment
-  ``track`` of the same number of events until their ``flush()`` returns; all three send to
-  the same loopback sink (``sinks.py peer``), with their default batch sizes (their queues
-  made large enough that nothing is dropped).
+Drain, the same for the three senders: the peer sink (``sinks.py peer``, 200 ``{}`` to any
+POST, the same fast server for all) is put on hold (it reads each request and answers none),
+the sender is given ``count`` events (ours: ``track()``; PostHog: ``capture()``; Segment:
+``track()``), so its first batch waits at the sink and the rest fill its queue (ours: the
+outbox on disk; theirs: memory); then the sink is released and the clock runs until the
+sender's ``flush()`` returns. The rate is ``count`` / those seconds; the sink's count of
+received events is checked. Each sender uses its default batch size (ours and theirs: 100),
+their queues made large enough that nothing is dropped.
+
+The test server: ``benchmarks/fake_server.py``'s ``measure()``, how many events per second
+``FakeTelemetryServer`` validates and stores from one keep-alive client; issue 15 wants at
+least 3x our drain rate, so that it never bounds a figure of ours.
 """
 
 from __future__ import annotations
 
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from common import (
@@ -28,91 +33,99 @@ from common import (
 
 from mosaic_telemetry._wire.events import event_to_dict
 
-
-def drain(folder: pathlib.Path, fake: Sink, count: int) -> dict[str, float]:
-    """Rate of delivering ``count`` pending events; checks that all of them arrived."""
-    fake.reset()
-    config = client_config(
-        fake.url, folder / f"drain-{time.monotonic_ns()}.sqlite3", max_queue_size=count
-    )
-    client = TelemetryClient(config)
-    for event in example_events(count):
-        client.track(event)
-    assert client.queue_size == count, client.stats()
-    started = time.perf_counter()
-    client.start()
-    result = client.flush(timeout=300)
-    elapsed = time.perf_counter() - started
-    client.stop()
-    delivered = fake.count()
-    return {"rate": count / elapsed, "delivered": float(delivered), "remaining": result.remaining}
+#: (distribution, key) of the peers measured beside ours.
+PEERS = (("posthog", "posthog"), ("segment-analytics-python", "segment"))
 
 
-def end_to_end_ours(folder: pathlib.Path, sink: Sink, events: list[Any]) -> dict[str, float]:
+def _timed_drain(
+    sink: Sink, count: int, enqueue: Callable[[], None], flush: Callable[[], object]
+) -> dict[str, float]:
     sink.reset()
-    config = client_config(
-        sink.url, folder / f"e2e-{time.monotonic_ns()}.sqlite3", max_queue_size=len(events)
-    )
-    client = TelemetryClient(config)
+    sink.hold()
+    try:
+        enqueue()
+    finally:
+        started = time.perf_counter()
+        sink.release()
+    flush()
+    seconds = time.perf_counter() - started
+    return {"rate": count / seconds, "seconds": seconds, "delivered": float(sink.count())}
+
+
+def drain_ours(folder: pathlib.Path, sink: Sink, events: list[Any]) -> dict[str, float]:
+    """Our drain of ``len(events)`` events queued in the outbox behind a held first batch."""
+    outbox = folder / f"drain-{time.monotonic_ns()}.sqlite3"
+    client = TelemetryClient(client_config(sink.url, outbox, max_queue_size=len(events)))
     client.start()
-    started = time.perf_counter()
-    for event in events:
-        client.track(event)
-    client.flush(timeout=300)
-    elapsed = time.perf_counter() - started
-    client.stop()
-    return {"rate": len(events) / elapsed, "delivered": float(sink.count())}
+    try:
+
+        def enqueue() -> None:
+            for event in events:
+                client.track(event)
+
+        return _timed_drain(sink, len(events), enqueue, lambda: client.flush(timeout=600))
+    finally:
+        client.stop()
 
 
-def end_to_end_posthog(sink: Sink, dicts: list[dict[str, Any]]) -> dict[str, float]:
+def drain_posthog(sink: Sink, dicts: list[dict[str, Any]]) -> dict[str, float]:
     import posthog
 
-    sink.reset()
     client = posthog.Client("phc_benchmark", host=sink.url, max_queue_size=len(dicts) + 1)
-    started = time.perf_counter()
-    for item in dicts:
-        client.capture("task_completed", distinct_id=INSTANCE_ID, properties=item)
-    client.flush(timeout_seconds=300)
-    elapsed = time.perf_counter() - started
-    client.shutdown()
-    return {"rate": len(dicts) / elapsed, "delivered": float(sink.count())}
+    try:
+
+        def enqueue() -> None:
+            for item in dicts:
+                client.capture("task_completed", distinct_id=INSTANCE_ID, properties=item)
+
+        return _timed_drain(sink, len(dicts), enqueue, lambda: client.flush(timeout_seconds=600))
+    finally:
+        client.shutdown()
 
 
-def end_to_end_segment(sink: Sink, dicts: list[dict[str, Any]]) -> dict[str, float]:
+def drain_segment(sink: Sink, dicts: list[dict[str, Any]]) -> dict[str, float]:
     from segment.analytics import Client
 
-    sink.reset()
     client = Client(API_KEY, host=sink.url, max_queue_size=len(dicts) + 1)
-    started = time.perf_counter()
-    for item in dicts:
-        client.track(user_id=INSTANCE_ID, event="task_completed", properties=item)
-    client.flush()
-    elapsed = time.perf_counter() - started
-    client.shutdown()
-    return {"rate": len(dicts) / elapsed, "delivered": float(sink.count())}
+    try:
+
+        def enqueue() -> None:
+            for item in dicts:
+                client.track(user_id=INSTANCE_ID, event="task_completed", properties=item)
+
+        return _timed_drain(sink, len(dicts), enqueue, client.flush)
+    finally:
+        client.shutdown()
 
 
 def run(
-    *, folder: pathlib.Path, fake: Sink, peer_sink: Sink, count: int, rounds: int
+    *, folder: pathlib.Path, sink: Sink, count: int, rounds: int
 ) -> tuple[dict[str, list[dict[str, float]]], dict[str, str]]:
-    """Every throughput figure, ``rounds`` times, contenders back to back."""
-    results: dict[str, list[dict[str, float]]] = {"drain": [], "e2e_ours": []}
-    skipped: dict[str, str] = {}
-    peers = {
-        "e2e_posthog": ("posthog", end_to_end_posthog),
-        "e2e_segment": ("segment-analytics-python", end_to_end_segment),
+    """Every drain figure, ``rounds`` times, the senders back to back (order rotating)."""
+    measures: dict[str, Callable[[list[Any], list[dict[str, Any]]], dict[str, float]]] = {
+        "ours": lambda events, dicts: drain_ours(folder, sink, events)
     }
-    for key, (distribution, _) in peers.items():
+    skipped: dict[str, str] = {}
+    makers = {"posthog": drain_posthog, "segment": drain_segment}
+    for distribution, key in PEERS:
         if peer_available(distribution):
-            results[key] = []
+            make = makers[key]
+            measures[key] = lambda events, dicts, make=make: make(sink, dicts)
         else:
             skipped[distribution] = "skipped (not installed)"
-    for _ in range(rounds):
-        results["drain"].append(drain(folder, fake, count))
+    results: dict[str, list[dict[str, float]]] = {key: [] for key in measures}
+    keys = list(measures)
+    for r in range(rounds):
         events = example_events(count)
         dicts = [event_to_dict(e) for e in events]
-        results["e2e_ours"].append(end_to_end_ours(folder, peer_sink, events))
-        for key, (_, measure) in peers.items():
-            if key in results:
-                results[key].append(measure(peer_sink, dicts))
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            results[key].append(measures[key](events, dicts))
     return results, skipped
+
+
+def fake_server_rate(batches: int, rounds: int) -> dict[str, Any]:
+    """``FakeTelemetryServer``'s storing rate (``benchmarks/fake_server.py``)."""
+    import fake_server
+
+    result: dict[str, Any] = fake_server.measure(batches, rounds)
+    return result

@@ -150,18 +150,29 @@ class EventBuilder:
     def build(self) -> TaskCompletionEvent:
         """Return the event, or raise EventValidationError naming every bad or missing field."""
         values = {**_DEFAULTS, **self._values}
-        values.setdefault("event_id", uuid.uuid4())
-        values.setdefault("timestamp", self._clock())
+        if "event_id" not in values:
+            values["event_id"] = uuid.uuid4()
+        if "timestamp" not in values:
+            values["timestamp"] = self._clock()
         problems = coerce_event_fields(values)
-        unreadable = {p.split(":", 1)[0] for p in problems}
-        problems += check_event_fields(values)
-        problems += [
-            f"{name}: required (not set)"
-            for name in EVENT_FIELDS
-            if name not in values and name not in unreadable
-        ]
-        if problems:
-            order = {name: i for i, name in enumerate(EVENT_FIELDS)}
-            problems.sort(key=lambda p: order.get(p.split(":", 1)[0], len(order)))
-            raise EventValidationError(problems)
-        return TaskCompletionEvent(**values)
+        if problems or len(values) < len(EVENT_FIELDS):  # the setters set wire fields only
+            unreadable = {p.split(":", 1)[0] for p in problems}
+            problems += check_event_fields(values)
+            problems += [
+                f"{name}: required (not set)"
+                for name in EVENT_FIELDS
+                if name not in values and name not in unreadable
+            ]
+            raise _in_field_order(problems)
+        try:
+            return TaskCompletionEvent(**values)  # which validates itself, once
+        except EventValidationError as exc:
+            raise _in_field_order(exc.problems) from None
+
+
+def _in_field_order(problems: Iterable[str]) -> EventValidationError:
+    """One error listing ``problems`` in wire field order (stable for one field's several)."""
+    order = {name: i for i, name in enumerate(EVENT_FIELDS)}
+    return EventValidationError(
+        sorted(problems, key=lambda p: order.get(p.split(":", 1)[0], len(order)))
+    )

@@ -31,7 +31,7 @@ from ._secrets import redact
 from ._store import SqliteOutbox
 from ._task import TaskRecorder, tracked
 from ._task_rules import TaskSpec
-from ._wire.events import event_to_json
+from ._wire.events import event_id_and_json
 
 if TYPE_CHECKING:
     from ._delivery.api import TelemetryApi
@@ -235,24 +235,23 @@ class TelemetryClient:
                         self._ensure_worker()
             if not isinstance(event, TaskCompletionEvent):
                 raise TypeError(f"track() takes a TaskCompletionEvent, got {type(event).__name__}")
-            text = event_to_json(event)
-            self._store(str(event.event_id), text)
+            event_id, text = event_id_and_json(event)  # the id text made once
+            outbox = self._outbox
+            assert outbox is not None  # enabled
+            # On disk before this returns: the outbox, or this process's spool when the outbox
+            # is locked or failing; memory only if neither can be written (counted there).
+            inserted, evicted = outbox.add(event_id, text)
+            if evicted:
+                self._stats.add("evicted", evicted)
+            if inserted:
+                self._stats.add("tracked")
+                self._unsent += 1
+                if self._unsent >= self._batch_size:
+                    self._unsent = 0
+                    self._wake()
         except Exception as exc:
             self._stats.add("invalid")
             self._log.error("track", "telemetry event not tracked: %r", exc)
-
-    def _store(self, event_id: str, text: str) -> None:
-        # On disk before this returns: the outbox, or this process's spool when the outbox is
-        # locked or failing; memory only if neither can be written (counted by the outbox).
-        inserted, evicted = self._current_outbox().add(event_id, text)
-        if evicted:
-            self._stats.add("evicted", evicted)
-        if inserted:
-            self._stats.add("tracked")
-            self._unsent += 1
-            if self._unsent >= self._batch_size:
-                self._unsent = 0
-                self._wake()
 
     def _absorb(self) -> None:
         """No worker: move what this process spooled into the outbox (best effort; what

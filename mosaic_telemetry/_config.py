@@ -11,8 +11,6 @@ once at INFO.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import os
 import re
 import uuid
@@ -99,6 +97,8 @@ def is_loopback_host(host: str | None) -> bool:
         return False
     if host.lower().rstrip(".") == "localhost":
         return True
+    import ipaddress  # loaded when a config is validated, not by import mosaic_telemetry
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -253,6 +253,8 @@ class TelemetryConfig:
         if self.outbox_path:
             path = Path(os.fspath(self.outbox_path)).expanduser()
         else:
+            import hashlib  # loaded by the first default outbox path, not at import time
+
             digest = hashlib.sha256(f"{self.server_url}\0{self.instance_id}".encode()).hexdigest()
             path = default_outbox_dir() / f"outbox-{digest[:16]}.sqlite3"
         if self.dry_run:

@@ -1,109 +1,92 @@
-"""The benchmark runner runs, and the fast paths it drove keep their exact behaviour."""
+"""The benchmark runner's pure parts: statistics, ratios, verdicts and the table it prints.
+
+Running the benchmarks themselves is not a test (they take minutes and their figures depend
+on the machine): ``tox -e bench-smoke`` runs ``python benchmarks/run.py --quick`` in CI.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
-import subprocess
 import sys
-import uuid
-from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import pytest
 
-from mosaic_telemetry import (
-    Complexity,
-    Harness,
-    Outcome,
-    Provider,
-    QualityGate,
-    RepoSizeCategory,
-    TaskType,
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import common  # noqa: E402
+import report  # noqa: E402
+
+
+def test_percentile_is_nearest_rank() -> None:
+    """p50 of 1..100 is 50, p99 is 99, p100 the largest; the order of samples does not matter."""
+    samples = list(range(100, 0, -1))
+    assert [common.percentile(samples, f) for f in (0.5, 0.99, 1.0)] == [50, 99, 100]
+    assert [common.percentile(samples, f) for f in (0.07, 0.0)] == [7, 1]
+    assert common.percentile([7.0], 0.99) == 7.0
+
+
+def test_summary_is_in_microseconds() -> None:
+    """A round of nanosecond samples becomes its median, p99 and max in µs, and its size."""
+    found = common.summary([1_000, 3_000, 2_000, 100_000])
+    assert found == {"median": 2.5, "p99": 100.0, "max": 100.0, "n": 4.0}
+
+
+def test_ratio_is_the_median_of_per_round_ratios() -> None:
+    """Each round's ratio is taken back to back, then the median; not a ratio of medians."""
+    ours = [{"p": 2.0}, {"p": 30.0}, {"p": 4.0}]
+    base = [{"p": 1.0}, {"p": 10.0}, {"p": 1.0}]
+    assert common.ratio_of(ours, base, "p") == 3.0  # ratios 2, 3, 4
+    assert common.median_of(ours, "p") / common.median_of(base, "p") == 4.0  # not this
+
+
+def test_a_round_without_a_baseline_is_left_out_of_the_ratio() -> None:
+    """A baseline of 0 (nothing measured) does not divide by zero: that round is skipped."""
+    assert common.ratio_of([{"p": 2.0}, {"p": 9.0}], [{"p": 1.0}, {"p": 0.0}], "p") == 2.0
+
+
+def test_rounds_of_unequal_count_are_refused() -> None:
+    """Ratios pair rounds measured back to back: a missing round is an error, not a shift."""
+    with pytest.raises(ValueError, match=r"shorter|longer"):
+        common.ratio_of([{"p": 1.0}], [{"p": 1.0}, {"p": 2.0}], "p")
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "most", "least"),
+    [(2.0, 2.0, "PASS", "PASS"), (2.01, 2.0, "MISS", "PASS"), (1.99, 2.0, "PASS", "MISS")],
 )
-from mosaic_telemetry._models import TaskCompletionEvent
-from mosaic_telemetry._wire.convert import format_timestamp
-from mosaic_telemetry._wire.events import event_to_dict, event_to_json
-
-from .helpers import make_event
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+def test_verdicts_include_the_limit(value: float, limit: float, most: str, least: str) -> None:
+    """A figure exactly at its target passes either way; the limit is inclusive."""
+    assert (report.at_most(value, limit), report.at_least(value, limit)) == (most, least)
 
 
-def test_quick_run_prints_the_table_and_exits_0() -> None:
-    """`python benchmarks/run.py --quick` finishes, exits 0 and prints every figure's row."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOSAIC_TELEMETRY_")}
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env=env,
+def test_units() -> None:
+    """Times below 10 ms print in µs, above in ms; ratios with two decimals."""
+    assert report.us(48.04) == "48.0 µs"
+    assert report.us(12_345.0) == "12.3 ms"
+    assert report.ms(1234.56) == "1,234.6 ms"
+    assert report.x(1.0 / 3) == "0.33×"
+
+
+def test_table_is_markdown_with_one_line_per_row() -> None:
+    """A header, a rule and one line per row; a '|' inside a cell cannot break the table."""
+    rows = [
+        report.Row("1. a | b", "1 µs", "2 µs", "0.50×", "≤ 1×", "PASS"),
+        report.Row("2. info", "3 µs"),
+    ]
+    assert report.table(rows).splitlines() == [
+        "| figure | ours | baseline / peer | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+        "| 1. a / b | 1 µs | 2 µs | 0.50× | ≤ 1× | PASS |",
+        "| 2. info | 3 µs | - | - | - | info |",
+    ]
+
+
+def test_context_switches_are_read_from_a_proc_status_text() -> None:
+    """Voluntary and involuntary switches are added; a text without them is an error."""
+    status = (
+        "Name:\tmosaic-telemetry\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n"
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
-    assert "| figure | ours | baseline / peer | ratio | target | result |" in out
-    for figure in ("| 1. track()", "| 2. track()", "| 3. delivery", "| 4. track()", "| 5. "):
-        assert figure in out, figure
-    assert "ERROR" not in out
-    assert "- command: `python benchmarks/run.py --quick`" in out
-
-
-_gates = st.lists(st.sampled_from(list(QualityGate)), unique=True)
-_text = st.text(max_size=30)
-
-
-@st.composite
-def events(draw: st.DrawFn) -> TaskCompletionEvent:
-    """Valid events with every field drawn, unicode and escapes included."""
-    run = draw(_gates)
-    offset = timedelta(minutes=draw(st.integers(-14 * 60, 14 * 60)))
-    moment = draw(
-        st.datetimes(
-            min_value=datetime(1970, 1, 2), max_value=datetime(2025, 12, 31), timezones=st.none()
-        )
-    )
-    return TaskCompletionEvent(
-        instance_id=uuid.UUID(int=draw(st.integers(0, 2**128 - 1))),
-        event_id=uuid.uuid4(),
-        timestamp=moment.replace(tzinfo=timezone(offset)),
-        task_duration_ms=draw(st.integers(0, 86_400_000)),
-        task_type=draw(st.sampled_from(list(TaskType))),
-        complexity=draw(st.sampled_from(list(Complexity))),
-        harness=draw(st.sampled_from(list(Harness))),
-        model=draw(st.text(min_size=1, max_size=100)),
-        provider=draw(st.sampled_from(list(Provider))),
-        estimated_input_tokens=draw(st.integers(0, 10_000_000)),
-        estimated_output_tokens=draw(st.integers(0, 10_000_000)),
-        actual_input_tokens=draw(st.integers(0, 10_000_000)),
-        actual_output_tokens=draw(st.integers(0, 10_000_000)),
-        estimated_cost_usd_micros=draw(st.integers(0, 100_000_000)),
-        actual_cost_usd_micros=draw(st.integers(0, 100_000_000)),
-        quality_gate_passed=draw(st.booleans()),
-        quality_gates_run=run,
-        quality_gates_failed=draw(st.sampled_from([[], run[:1], run])),
-        context_compactions=draw(st.integers(0, 100)),
-        context_rotations=draw(st.integers(0, 100)),
-        context_utilization_final=draw(st.floats(0.0, 1.0)),
-        outcome=draw(st.sampled_from(list(Outcome))),
-        retry_count=draw(st.integers(0, 20)),
-        language=draw(st.none() | _text),
-        repo_size_category=draw(st.none() | st.sampled_from(list(RepoSizeCategory))),
-    )
-
-
-@settings(max_examples=300, deadline=None)
-@given(event=events())
-def test_fast_event_json_is_json_dumps_of_the_cattrs_dict(event: TaskCompletionEvent) -> None:
-    """The generated writer of track() writes exactly json.dumps of the cattrs wire dict."""
-    expected = json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False)
-    assert expected == event_to_json(event)
-
-
-def test_timestamps_are_utc_with_microseconds_and_z() -> None:
-    """Any aware datetime is written in UTC, with 6 fraction digits and a Z."""
-    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
-    assert format_timestamp(moment) == "2026-01-02T01:04:05.000000Z"
-    assert json.loads(event_to_json(make_event()))["timestamp"].endswith("Z")
+    assert report.parse_switches(status) == 15
+    with pytest.raises(ValueError, match="no context switch"):
+        report.parse_switches("Name:\tx\n")

@@ -52,13 +52,39 @@ def test_all_is_exactly_the_documented_surface() -> None:
 
 
 def test_all_is_exactly_what_the_module_exposes() -> None:
-    """Every public-looking attribute of the package is in __all__, and nothing else leaks."""
+    """Every name of __all__ resolves, dir() lists it, and no other public-looking attribute
+    leaks, before and after every lazy name was loaded."""
+    for name in mosaic_telemetry.__all__:
+        assert getattr(mosaic_telemetry, name) is not None, name
     exposed = {
         name
         for name, value in vars(mosaic_telemetry).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert exposed | {"__version__"} == set(mosaic_telemetry.__all__)
+    listed = {
+        name
+        for name in dir(mosaic_telemetry)
+        if not name.startswith("_")
+        and not isinstance(getattr(mosaic_telemetry, name), types.ModuleType)  # testing, cli
+    }
+    assert listed == set(mosaic_telemetry.__all__) - {"__version__"}
+    assert "__version__" in dir(mosaic_telemetry)
+
+
+def test_the_door_is_lazy_and_exact_in_a_fresh_interpreter() -> None:
+    """`import mosaic_telemetry` loads no module of the package; dir() already lists every
+    public name; `from mosaic_telemetry import TaskType` loads the enums alone."""
+    code = (
+        "import sys, json, mosaic_telemetry as m; "
+        "before = sorted(k for k in sys.modules if k.startswith('mosaic_telemetry.')); "
+        "listed = sorted(n for n in dir(m) if n in m.__all__); "
+        "from mosaic_telemetry import TaskType; "
+        "after = sorted(k for k in sys.modules if k.startswith('mosaic_telemetry.')); "
+        "print(json.dumps([before, listed == sorted(m.__all__), after]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [[], True, ["mosaic_telemetry._enums"]]
 
 
 def test_version_is_resolved_lazily() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import socket
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -60,7 +59,7 @@ class Leasing:
             if token is None:
                 owner = LeaseOwner.for_this_process()
             else:
-                owner = LeaseOwner(token=token, host=socket.gethostname(), pid=os.getpid())
+                owner = LeaseOwner(token=token, host=leases.this_host(), pid=os.getpid())
             self._owner = owner
         return owner
 
@@ -108,7 +107,7 @@ class Leasing:
             return cleared
         verdicts = leases.judge(
             held,
-            host=socket.gethostname(),
+            host=leases.this_host(),
             own=leases.own_tokens() | presence.own_tokens(),
             probe=self._probe,
             is_alive=is_alive or leases.pid_is_alive,

