@@ -204,6 +204,7 @@ def test_sdk_warning_prints_nothing_without_logging_config() -> None:
     """With no logging set up, an SDK warning reaches no stderr (no last-resort handler)."""
     script = (
         "import logging, mosaic_telemetry\n"
+        "mosaic_telemetry.TelemetryClient  # the lazy door: the SDK's code loads on first use\n"
         "logging.getLogger('mosaic_telemetry').warning('sdk-warning-marker')\n"
         "logging.getLogger('elsewhere').warning('host-warning-marker')\n"
     )
