@@ -84,5 +84,5 @@ def test_bound_pools_swaps_stock_pools_and_leaves_custom_ones() -> None:
     )
     custom = PoolManager()
     marker = type("Custom", (), {})
-    custom.pool_classes_by_scheme = {"http": marker, "https": marker}  # type: ignore[dict-item]
+    custom.pool_classes_by_scheme = {"http": marker, "https": marker}
     assert bound_pools(custom).pool_classes_by_scheme == {"http": marker, "https": marker}

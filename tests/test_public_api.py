@@ -112,6 +112,7 @@ def test_import_loads_no_http_or_serialisation_stack() -> None:
 
 def test_enums_are_wire_strings() -> None:
     """Enum members are str subclasses equal to their lowercase wire value."""
-    assert mosaic_telemetry.TaskType.CODE_REVIEW == "code_review"
+    member: str = mosaic_telemetry.TaskType.CODE_REVIEW  # accepted by mypy: a str subclass
+    assert isinstance(member, str) and member == "code_review"
     assert str(mosaic_telemetry.Harness.CLAUDE_CODE) == "claude_code"
     assert [c.value for c in mosaic_telemetry.Confidence] == ["none", "low", "medium", "high"]

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta, timezone
 from email.utils import formatdate
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -50,7 +51,15 @@ SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-ENUMS = [TaskType, Complexity, Harness, Provider, Outcome, QualityGate, RepoSizeCategory]
+ENUMS: list[type[Enum]] = [
+    TaskType,
+    Complexity,
+    Harness,
+    Provider,
+    Outcome,
+    QualityGate,
+    RepoSizeCategory,
+]
 
 scalars = st.one_of(
     st.none(),
@@ -211,11 +220,11 @@ def quiet_client(make_config: Config) -> Iterator[TelemetryClient]:
     )
 )
 def test_track_of_anything_never_raises(quiet_client: TelemetryClient, thing: Any) -> None:
-    """track() given anything at all returns None and counts it as invalid."""
+    """track() given anything at all does not raise and counts it as invalid."""
     before = quiet_client.stats()["invalid"]
     logging.disable(logging.CRITICAL)
     try:
-        assert quiet_client.track(thing) is None
+        quiet_client.track(thing)
     finally:
         logging.disable(logging.NOTSET)
     assert quiet_client.stats()["invalid"] == before + 1
