@@ -131,6 +131,8 @@ pid = os.fork()
 if pid == 0:
     before = probe(spool_dir_of(outbox.path), parent.token)
     os.write(probed_w, b"1")
+    # Polled, not awaited: getppid() changes only after the kernel closed all the parent's
+    # files (its lock among them); the EOF of a pipe could come before the lock is released.
     while os.getppid() == parent.pid:  # until the parent is gone
         time.sleep(0.01)
     after = probe(spool_dir_of(outbox.path), parent.token)
