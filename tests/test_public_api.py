@@ -88,8 +88,11 @@ def test_the_door_is_lazy_and_exact_in_a_fresh_interpreter() -> None:
 
 
 def test_version_is_resolved_lazily() -> None:
-    """``__version__`` is computed on first access, and unknown names raise AttributeError."""
+    """``__version__`` is computed on access (no module global), unknown names raise
+    AttributeError."""
+    assert "__version__" not in vars(mosaic_telemetry)
     assert isinstance(mosaic_telemetry.__version__, str)
+    assert "__version__" not in vars(mosaic_telemetry)  # served by __getattr__, not stored
     with pytest.raises(AttributeError, match="no_such_name"):
         mosaic_telemetry.no_such_name  # noqa: B018
 
