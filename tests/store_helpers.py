@@ -7,8 +7,10 @@ import os
 import pathlib
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from mosaic_telemetry._store import LeaseOwner, SqliteOutbox
+from mosaic_telemetry._store.database import FileDatabase
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HOST = socket.gethostname()
@@ -41,6 +43,26 @@ def fill(outbox: SqliteOutbox, n: int, prefix: str = "e") -> list[str]:
     for event_id in ids:
         assert outbox.add(event_id, f'{{"id": "{event_id}"}}') == (True, 0)
     return ids
+
+
+def row_of(outbox: SqliteOutbox, event_id: str) -> dict[str, Any]:
+    """``outbox.get_row(event_id)``; the test fails here if the outbox holds no such row."""
+    row = outbox.get_row(event_id)
+    assert row is not None, f"no row {event_id!r}"
+    return row
+
+
+def file_of(outbox: SqliteOutbox) -> pathlib.Path:
+    """The outbox's file; the test fails here if the outbox is an in-memory one."""
+    assert outbox.path is not None, "an in-memory outbox has no file"
+    return outbox.path
+
+
+def file_database(outbox: SqliteOutbox) -> FileDatabase:
+    """The outbox's file database, for tests that watch its connections."""
+    database = outbox._db
+    assert isinstance(database, FileDatabase), "an in-memory outbox has no file database"
+    return database
 
 
 def run_child(body: Callable[[], None]) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -155,7 +154,7 @@ def test_stop_event_set_during_attempt_stops_retrying() -> None:
 
 
 def test_stop_event_cuts_a_real_wait_short() -> None:
-    """The default sleep waits on the stop event: setting it ends a 30 s backoff at once."""
+    """The default sleep waits on the stop event: setting it ends an hour-long backoff."""
     event = threading.Event()
     attempt = Script(RETRY)
     slept = threading.Event()
@@ -168,17 +167,15 @@ def test_stop_event_cuts_a_real_wait_short() -> None:
         max_retries=5,
         stop_event=event,
         is_retryable=lambda result: result == RETRY,
-        retry_after_of=lambda result: 30.0,
+        retry_after_of=lambda result: 3600.0,
         before_sleep=before_sleep,
     )
     runner = threading.Thread(target=lambda: done.append(policy_(attempt)))
-    started = time.monotonic()
     runner.start()
-    assert slept.wait(5.0)
+    assert slept.wait(30.0)  # the timeouts only guard against a hang: the backoff is an hour
     event.set()
-    runner.join(5.0)
+    runner.join(30.0)
     assert not runner.is_alive()
-    assert time.monotonic() - started < 5.0
     assert done == [RETRY]
     # no request after the interrupted wait: the stop is honoured before the next attempt
     assert attempt.calls == 1

@@ -128,7 +128,7 @@ def test_fastapi_example_tracks_through_the_lifespan(
     from fastapi.testclient import TestClient
 
     monkeypatch.syspath_prepend(str(ROOT / "docs" / "examples"))
-    import fastapi_app  # type: ignore[import-not-found]
+    import fastapi_app
 
     report = {
         "task_type": "implementation",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 from typing import Any
 
 import attrs
@@ -26,7 +27,15 @@ from mosaic_telemetry._models import EVENT_FIELDS, _well_formed, check_event_fie
 
 from .helpers import make_event
 
-ENUMS = [TaskType, Complexity, Harness, Provider, Outcome, QualityGate, RepoSizeCategory]
+ENUMS: list[type[Enum]] = [
+    TaskType,
+    Complexity,
+    Harness,
+    Provider,
+    Outcome,
+    QualityGate,
+    RepoSizeCategory,
+]
 
 
 class _UUIDSubclass(uuid.UUID):

@@ -18,9 +18,9 @@ from mosaic_telemetry import (
     TelemetryClient,
     TelemetryConfig,
 )
-from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply
+from mosaic_telemetry.testing import FakeTelemetryServer, RecordedRequest, ScriptedReply
 
-from .helpers import ANSWER
+from .helpers import ANSWER, API_KEY
 
 Config = Callable[..., TelemetryConfig]
 
@@ -82,32 +82,33 @@ def test_refresh_sync_then_get_gives_the_upstream_accesses(
 
 
 def test_refresh_async_does_not_block_the_loop(
-    seeded: FakeTelemetryServer, make_config: Config, clients: list[TelemetryClient]
+    make_config: Config, clients: list[TelemetryClient]
 ) -> None:
-    """await refresh_predictions fills the cache while other coroutines keep running."""
-    seeded.script_predictions(ScriptedReply(status=200, delay=0.5))
-    client = TelemetryClient(make_config())
-    clients.append(client)
-    ticks = 0
+    """await refresh_predictions leaves the event loop free while the request waits at the
+    server: a coroutine of the same loop is what releases the server's reply."""
+    arrived, release = threading.Event(), threading.Event()
+    released_by_the_loop: list[bool] = []
 
-    async def ticker(stop: asyncio.Event) -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
+    def hold(record: RecordedRequest) -> None:  # runs in the server's handler, before replying
+        arrived.set()
+        released_by_the_loop.append(release.wait(30))  # 30 s: only a guard against a hang
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(ticker(stop))
-        await client.refresh_predictions([QUERY])
-        stop.set()
-        await task
+    with FakeTelemetryServer(api_key=API_KEY, on_request=hold) as held:
+        held.set_prediction(QUERY, ANSWER)
+        client = TelemetryClient(make_config(server_url=held.url))
+        clients.append(client)
 
-    threads_before = threading.active_count()
-    asyncio.run(main())
-    assert ticks >= 10, "the event loop was blocked during the refresh"
-    assert client.get_prediction(QUERY) is not None
-    assert threading.active_count() <= threads_before + 1  # the default executor's thread at most
+        async def main() -> None:
+            refresh = asyncio.create_task(client.refresh_predictions([QUERY]))
+            assert await asyncio.to_thread(arrived.wait, 30)
+            release.set()  # a blocked loop would only get here after the guard ran out
+            await refresh
+
+        threads_before = threading.active_count()
+        asyncio.run(main())
+        assert released_by_the_loop == [True], "the event loop was blocked during the refresh"
+        assert client.get_prediction(QUERY) is not None
+        assert threading.active_count() <= threads_before + 1  # the executor's thread at most
 
 
 def test_ttl_expiry_with_an_injected_clock(

@@ -31,13 +31,20 @@ from helpers import make_event
 from mosaic_telemetry import TelemetryClient, TelemetryConfig
 config = TelemetryConfig(server_url={url!r}, api_key={key!r}, instance_id={instance!r},
                          outbox_path={outbox!r}, submit_interval_seconds={interval},
-                         request_timeout_seconds=5, shutdown_timeout_seconds={shutdown})
+                         request_timeout_seconds={request_timeout},
+                         shutdown_timeout_seconds={shutdown})
 client = TelemetryClient(config)
 """
 
 
 def child_script(
-    server_url: str, outbox: Path, body: str, *, interval: float = 3600, shutdown: float = 5.0
+    server_url: str,
+    outbox: Path,
+    body: str,
+    *,
+    interval: float = 3600,
+    shutdown: float = 5.0,
+    request_timeout: float = 5.0,
 ) -> str:
     """A Python program that builds a client on ``outbox`` and then runs ``body``."""
     prelude = CHILD_PRELUDE.format(
@@ -48,6 +55,7 @@ def child_script(
         outbox=str(outbox),
         interval=interval,
         shutdown=shutdown,
+        request_timeout=request_timeout,
     )
     return prelude + textwrap.dedent(body)
 
@@ -173,39 +181,58 @@ def test_lease_of_a_dead_process_is_reclaimed_at_once(
 
 
 # --- promise 6: bounded shutdown, fork, interpreter exit -------------------------------------
+# The shutdown tests prove the bound by outcome: the server holds every request and the request
+# timeout is an hour, so only the shutdown deadline can end stop() or the interpreter's exit.
+# How long that takes (shutdown_timeout + about 0.2 s) is a figure of tests/reliability/
+# test_shutdown.py (docs/reliability.md); HANG_GUARD is only a guard against a hang.
+HOUR = 3600.0
+HANG_GUARD = 20.0
+
+
 def test_stop_with_a_hanging_server_is_bounded(
     server: FakeTelemetryServer, make_config: Config, outbox_path: Path
 ) -> None:
-    """stop() returns within shutdown_timeout + 1 s while the server never answers; events stay."""
+    """stop() returns though the server holds the request and it times out only after an hour;
+    the events stay on disk."""
     server.script(*[ScriptedReply(status=202, hang=True)] * 5)
-    client = TelemetryClient(make_config(shutdown_timeout_seconds=1.0, request_timeout_seconds=30))
+    client = TelemetryClient(
+        make_config(shutdown_timeout_seconds=1.0, request_timeout_seconds=HOUR)
+    )
     client.start()
     for event in make_events(5):
         client.track(event)
     started = time.monotonic()
     client.stop()
     elapsed = time.monotonic() - started
-    assert elapsed <= 2.0, f"stop() took {elapsed:.2f} s"
+    assert len(server.requests) == 1, "the final drain met the hanging server"
+    assert not client.is_running
     with sqlite3.connect(outbox_path) as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (5,)
+    assert elapsed < HANG_GUARD, f"stop() took {elapsed:.2f} s"  # a hang guard, not the claim
 
 
 def test_stop_with_the_server_unreachable_is_bounded(
     make_config: Config, outbox_path: Path
 ) -> None:
-    """stop() returns within shutdown_timeout + 1 s when nothing listens; events stay on disk."""
+    """stop() returns when nothing listens, though 20 retries with backoff would take minutes;
+    the events stay on disk."""
     dead = FakeTelemetryServer(api_key=API_KEY).start()
     url = dead.url
     dead.stop()
-    client = TelemetryClient(make_config(server_url=url, shutdown_timeout_seconds=1.0))
+    client = TelemetryClient(
+        make_config(server_url=url, shutdown_timeout_seconds=1.0, max_retries=20)
+    )
     client.start()
     for event in make_events(3):
         client.track(event)
     started = time.monotonic()
     client.stop()
-    assert time.monotonic() - started <= 2.0
+    elapsed = time.monotonic() - started
+    assert not client.is_running
+    assert "ConnectionError" in str(client.stats()["last_error"]), "stop() tried the server"
     with sqlite3.connect(outbox_path) as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (3,)
+    assert elapsed < HANG_GUARD, f"stop() took {elapsed:.2f} s"  # a hang guard, not the claim
 
 
 def test_interpreter_exit_delivers_without_stop(
@@ -229,7 +256,8 @@ def test_interpreter_exit_delivers_without_stop(
 def test_interpreter_exit_is_bounded_with_a_hanging_server(
     server: FakeTelemetryServer, outbox_path: Path
 ) -> None:
-    """Interpreter exit finishes within shutdown_timeout + 1 s though the server hangs."""
+    """Interpreter exit finishes though the server holds the request and it times out only
+    after an hour; the events stay on disk."""
     server.script(*[ScriptedReply(status=202, hang=True)] * 5)
     script = child_script(
         server.url,
@@ -241,6 +269,7 @@ def test_interpreter_exit_is_bounded_with_a_hanging_server(
         print(time.monotonic(), flush=True)
     """,
         shutdown=1.0,
+        request_timeout=HOUR,
     )
     child = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=child_env()
@@ -248,7 +277,11 @@ def test_interpreter_exit_is_bounded_with_a_hanging_server(
     out, _ = child.communicate(timeout=30)
     ended = time.monotonic()
     assert child.returncode == 0
-    assert ended - float(out.strip()) <= 2.0 + 0.5  # + interpreter teardown
+    assert len(server.requests) == 1, "the exit's drain met the hanging server"
+    with sqlite3.connect(outbox_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (3,)
+    elapsed = ended - float(out.strip())
+    assert elapsed < HANG_GUARD, f"exit took {elapsed:.2f} s"  # a hang guard, not the claim
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

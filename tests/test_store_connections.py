@@ -17,6 +17,7 @@ from mosaic_telemetry._store.connections import CONNECTIONS, transaction
 from .store_helpers import (
     LEASE,
     Factory,
+    file_database,
     fill,
     owner,
     run_child,
@@ -101,7 +102,7 @@ def test_a_finalizer_run_by_a_gc_inside_the_registry_lock_never_deadlocks(
     """
     victim = SqliteOutbox(db_path)
     victim.add("a", "{}")
-    serial = victim._db._serial
+    serial = file_database(victim)._serial
     cycle: list[object] = [victim]
     cycle.append(cycle)  # only a garbage collection frees it now
     del victim, cycle

@@ -18,6 +18,8 @@ from mosaic_telemetry._store.files import spool_dir_of
 from .store_helpers import (
     Factory,
     FakeClock,
+    file_database,
+    file_of,
     fill,
 )
 
@@ -50,7 +52,7 @@ def test_add_spools_when_another_process_holds_the_lock(open_sqlite: Factory) ->
     """With the write lock held elsewhere, add() writes the event to its own spool file."""
     outbox = open_sqlite()
     outbox.add("before", "{}")
-    other = sqlite3.connect(outbox.path, isolation_level=None)
+    other = sqlite3.connect(file_of(outbox), isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
         assert outbox.add("blocked", "{}") == (True, 0)
@@ -68,7 +70,7 @@ def test_add_spools_when_another_process_holds_the_lock(open_sqlite: Factory) ->
 def test_add_many_waits_for_the_lock_patiently(open_sqlite: Factory) -> None:
     """add_many() uses the long busy timeout, so a short lock by another writer only delays it."""
     outbox = open_sqlite()
-    other = sqlite3.connect(outbox.path, isolation_level=None, check_same_thread=False)
+    other = sqlite3.connect(file_of(outbox), isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     released = threading.Event()
 
@@ -114,7 +116,7 @@ def test_add_spools_when_a_thread_of_this_process_holds_the_write_lock(
 ) -> None:
     """add() waits only briefly for another thread's write, then writes to the spool."""
     outbox = open_sqlite()
-    lock = CONNECTIONS.write_lock(os.path.realpath(outbox.path))
+    lock = CONNECTIONS.write_lock(os.path.realpath(file_of(outbox)))
     results: list[tuple[bool, int]] = []
     with lock:
         thread = threading.Thread(target=lambda: results.append(outbox.add("x", "{}")))
@@ -160,8 +162,9 @@ def test_concurrent_opening_of_a_new_file(db_path: pathlib.Path) -> None:
 def test_durability_sets_synchronous(open_sqlite: Factory, durability: str, level: int) -> None:
     """durability "normal" means synchronous=NORMAL and "full" means FULL, on every connection."""
     outbox = open_sqlite(durability=durability)
+    database = file_database(outbox)
     for fast in (False, True):
-        assert outbox._db.connection(fast).execute("PRAGMA synchronous").fetchone() == (level,)
+        assert database.connection(fast).execute("PRAGMA synchronous").fetchone() == (level,)
     with pytest.raises(ValueError, match="durability"):
         open_sqlite(durability="sometimes")
 
@@ -169,7 +172,7 @@ def test_durability_sets_synchronous(open_sqlite: Factory, durability: str, leve
 def test_sqlite_errors_are_mapped(open_sqlite: Factory) -> None:
     """A failing statement surfaces as OutboxError chained to the sqlite3 error."""
     outbox = open_sqlite()
-    raw = sqlite3.connect(outbox.path)
+    raw = sqlite3.connect(file_of(outbox))
     raw.execute("DROP TABLE predictions")
     raw.commit()
     raw.close()

@@ -171,7 +171,7 @@ def test_a_spool_directory_removed_by_a_closing_outbox_meanwhile_is_made_again(
             raced.append(True)
             os.rmdir(path)
 
-    monkeypatch.setattr(files.os, "mkdir", mkdir_then_lose_it)
+    monkeypatch.setattr("mosaic_telemetry._store.files.os.mkdir", mkdir_then_lose_it)
     files.prepare_spool_dir(spool_dir)
     assert raced == [True] and spool_dir.is_dir()
     assert stat.S_IMODE(spool_dir.stat().st_mode) == 0o700

@@ -18,8 +18,10 @@ from .store_helpers import (
     ROOT,
     Factory,
     FakeClock,
+    file_of,
     fill,
     owner,
+    row_of,
 )
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -34,7 +36,7 @@ def test_claim_leases_oldest_first_and_counts_attempts(make: Factory) -> None:
     assert all(isinstance(r, ClaimedRow) and r.attempts == 1 for r in rows)
     assert outbox.leased_count() == 3
     assert outbox.pending_count() == 5
-    leased = outbox.get_row("e0")
+    leased = row_of(outbox, "e0")
     assert (leased["lease_owner"], leased["lease_host"], leased["lease_pid"]) == (
         "a",
         HOST,
@@ -90,7 +92,7 @@ def test_a_claim_takes_unleased_rows_only(make: Factory, clock: FakeClock) -> No
     assert outbox.claim(owner("b"), 1, 30) == []
     assert outbox.reclaim_orphaned_leases() == 1
     assert [r.attempts for r in outbox.claim(owner("b"), 1, 30)] == [2]
-    assert outbox.get_row("e0")["lease_owner"] == "b"
+    assert row_of(outbox, "e0")["lease_owner"] == "b"
 
 
 def test_a_lease_of_another_host_expires_by_the_wall_clock(make: Factory, clock: FakeClock) -> None:
@@ -147,9 +149,9 @@ def test_release_clears_owned_leases_and_respects_retry_at(make: Factory, clock:
     a_rows = outbox.claim(owner("a"), 1, LEASE)
     b_rows = outbox.claim(owner("b"), 1, LEASE)
     outbox.release(owner("a"), [a_rows[0].row_id, b_rows[0].row_id], retry_at=clock.now + 30)
-    assert outbox.get_row("e0")["lease_owner"] is None
-    assert outbox.get_row("e0")["next_attempt_at"] == clock.now + 30
-    assert outbox.get_row("e1")["lease_owner"] == "b"  # not a's to release
+    assert row_of(outbox, "e0")["lease_owner"] is None
+    assert row_of(outbox, "e0")["next_attempt_at"] == clock.now + 30
+    assert row_of(outbox, "e1")["lease_owner"] == "b"  # not a's to release
     assert outbox.claim(owner("c"), 5, LEASE) == []
     clock.advance(30)
     assert [r.event_id for r in outbox.claim(owner("c"), 5, LEASE)] == ["e0"]
@@ -194,7 +196,7 @@ def test_reclaim_lease_of_an_earlier_process_with_our_pid(open_sqlite: Factory) 
     fill(outbox, 2)
     outbox.claim(owner("mine"), 1, LEASE)
     outbox.claim(owner("mine"), 1, LEASE)
-    with sqlite3.connect(outbox.path) as raw:  # as if written by a dead process with our pid
+    with sqlite3.connect(file_of(outbox)) as raw:  # as if written by a dead process with our pid
         raw.execute("UPDATE events SET lease_owner = 'ghost' WHERE event_id = 'e1'")
     raw.close()
     assert outbox.reclaim_orphaned_leases(lambda pid: True) == 1

@@ -10,7 +10,7 @@ import pytest
 
 from mosaic_telemetry._store import maintenance
 
-from .store_helpers import LEASE, Factory, owner
+from .store_helpers import LEASE, Factory, file_database, owner
 
 pytest_plugins = ["tests.store_fixtures"]
 
@@ -25,8 +25,8 @@ def test_add_connections_checkpoint_at_4_mib_on_a_roomy_disk(open_sqlite: Factor
     """The connection track() writes with checkpoints at 1000 pages, like every other one."""
     outbox = open_sqlite()
     outbox.add("a", "{}")
-    fast = outbox._db.connection(fast=True)  # type: ignore[attr-defined]
-    main = outbox._db.connection()  # type: ignore[attr-defined]
+    fast = file_database(outbox).connection(fast=True)
+    main = file_database(outbox).connection()
     assert fast.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
     assert main.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
 

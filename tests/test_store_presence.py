@@ -56,7 +56,7 @@ def test_the_lock_file_appears_already_locked(
         seen.append(presence.unlocked(pathlib.Path(src)))
         real_rename(src, dst)
 
-    monkeypatch.setattr(presence.os, "rename", checking_rename)
+    monkeypatch.setattr("mosaic_telemetry._store.presence.os.rename", checking_rename)
     mine = Presence(tmp_path / "spool")
     mine.acquire()
     assert seen == [False]
@@ -76,7 +76,7 @@ def test_own_tokens_are_never_probed(open_sqlite: Factory, monkeypatch: pytest.M
         opened.append(os.fspath(path))
         return real_open(path, *args)
 
-    monkeypatch.setattr(presence.os, "open", recording_open)
+    monkeypatch.setattr("mosaic_telemetry._store.presence.os.open", recording_open)
     assert outbox.path is not None
     assert probe(spool_dir_of(outbox.path), token) is True
     assert opened == []
@@ -131,6 +131,8 @@ pid = os.fork()
 if pid == 0:
     before = probe(spool_dir_of(outbox.path), parent.token)
     os.write(probed_w, b"1")
+    # Polled, not awaited: getppid() changes only after the kernel closed all the parent's
+    # files (its lock among them); the EOF of a pipe could come before the lock is released.
     while os.getppid() == parent.pid:  # until the parent is gone
         time.sleep(0.01)
     after = probe(spool_dir_of(outbox.path), parent.token)

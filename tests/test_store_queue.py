@@ -16,8 +16,10 @@ from .store_helpers import (
     LEASE,
     Factory,
     FakeClock,
+    file_database,
     fill,
     owner,
+    row_of,
 )
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -29,7 +31,7 @@ def test_add_then_duplicate_is_a_no_op(make: Factory) -> None:
     assert outbox.add("a", '{"x": 1}') == (True, 0)
     assert outbox.add("a", '{"x": 2}') == (False, 0)
     assert outbox.pending_count() == 1
-    assert outbox.get_row("a")["body"] == '{"x": 1}'
+    assert row_of(outbox, "a")["body"] == '{"x": 1}'
 
 
 def test_add_many_counts_inserted_and_skips_duplicates(make: Factory) -> None:
@@ -131,11 +133,11 @@ def test_the_ledger_balances_after_a_burst_with_eviction(open_sqlite: Factory) -
 
 
 def test_add_runs_no_count_query(open_sqlite: Factory) -> None:
-    """add() reads the trigger-kept counter instead of COUNT(*), even while evicting."""
+    """add() counts pending rows from ids and removed_count, never COUNT(*), even evicting."""
     outbox = open_sqlite(max_pending=10)
     outbox.add("warm-up", "{}")
     statements: list[str] = []
-    outbox._db.connection(fast=True).set_trace_callback(statements.append)
+    file_database(outbox).connection(fast=True).set_trace_callback(statements.append)
     for i in range(30):
         assert outbox.add(f"e{i}", "{}")[0]
     assert statements, "the trace callback saw the add() statements"

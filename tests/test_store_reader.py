@@ -13,7 +13,6 @@ import pytest
 
 from mosaic_telemetry._exceptions import OutboxError
 from mosaic_telemetry._store import META_LAST_ERROR, OutboxReader, SqliteOutbox
-from mosaic_telemetry._store import reader as reader_module
 
 from .store_helpers import LEASE, Factory, FakeClock, fill, owner
 
@@ -99,7 +98,7 @@ def test_status_counts_pending_rows_without_scanning_them(
         conn.set_trace_callback(statements.append)
         return conn  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(reader_module.sqlite3, "connect", traced)
+    monkeypatch.setattr("mosaic_telemetry._store.reader.sqlite3.connect", traced)
     reader = OutboxReader(db_path)
     assert reader.status().pending == reader.count(dead=False) == 50
     scans = [s for s in statements if re.search(r"count\(\*\)\s+from\s+events\s*$", s, re.I)]

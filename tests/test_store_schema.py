@@ -12,6 +12,7 @@ from mosaic_telemetry._store import COUNTER_NAMES
 
 from .store_helpers import (
     Factory,
+    file_of,
     file_state,
 )
 
@@ -22,7 +23,7 @@ def test_file_is_plain_sqlite_with_the_documented_schema(open_sqlite: Factory) -
     """The sqlite3 module reads events as JSON text and meta as documented."""
     outbox = open_sqlite(server_url="https://t.example")
     outbox.add("a", '{"k": "v"}')
-    raw = sqlite3.connect(outbox.path)
+    raw = sqlite3.connect(file_of(outbox))
     try:
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"events", "dead", "meta", "predictions"} <= tables

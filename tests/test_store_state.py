@@ -10,6 +10,7 @@ from .store_helpers import (
     FakeClock,
     fill,
     owner,
+    row_of,
 )
 
 pytest_plugins = ["tests.store_fixtures"]
@@ -111,8 +112,8 @@ def test_list_rows_and_get_row(make: Factory) -> None:
         "lease_expires_at",
     }
     outbox.dead_letter([(rows[0]["id"], "bad", 400)])
-    assert outbox.get_row("e1")["state"] == "pending"
-    dead = outbox.get_row("e0")
+    assert row_of(outbox, "e1")["state"] == "pending"
+    dead = row_of(outbox, "e0")
     assert (dead["state"], dead["reason"]) == ("dead", "bad")
     assert set(outbox.list_rows(dead=True)[0]) == {
         "id",

@@ -273,7 +273,7 @@ def test_delay_holds_the_reply_at_least_that_long(
     replied = time.monotonic()
 
     assert reply.status_code == 200
-    assert replied - app.seen[0].at >= 0.3
+    assert replied - app.seen[0].at >= 0.3  # a floor: a busy machine only adds to it
 
 
 @pytest.mark.parametrize("hold", ["hang", "delay"])

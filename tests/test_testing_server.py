@@ -379,7 +379,7 @@ def test_delay_holds_the_reply_and_records_on_arrival(server: FakeTelemetryServe
     replied = time.monotonic()
 
     assert response.status_code == 202
-    assert replied - server.requests[0].at >= 0.3
+    assert replied - server.requests[0].at >= 0.3  # a floor: a busy machine only adds to it
 
 
 def test_delay_past_client_timeout_still_stores(server: FakeTelemetryServer) -> None:
@@ -566,7 +566,7 @@ def test_latency_holds_every_reply() -> None:
         replied = time.monotonic()
 
         assert response.status_code == 202
-        assert replied - server.requests[0].at >= 0.2
+        assert replied - server.requests[0].at >= 0.2  # a floor: a busy machine only adds to it
 
 
 def test_fail_rate_answers_503_unstored_and_scripts_come_first() -> None:

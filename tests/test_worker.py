@@ -4,6 +4,7 @@ response table, with injected clocks and sleep (no sockets, no real waiting)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -335,3 +336,38 @@ def test_the_key_is_in_the_header_and_nowhere_in_the_body(rig: Rig) -> None:
     assert request.headers["authorization"] == f"Bearer {API_KEY}"
     assert API_KEY not in request.content.decode()
     assert json.loads(request.content)["events"][0]["event_id"]
+
+
+def test_a_later_stop_keeps_the_deadline_of_the_first_ask(rig: Rig) -> None:
+    """stop(wait=False) fixes the deadline; a later stop() waits only for what is left of it.
+
+    This is how N clients leave at interpreter exit within one shutdown_timeout: every worker
+    is asked first, then each is waited for. The clock moves by hand: if the second stop()
+    took a new hour-long deadline, it would hang (the thread is held in a request) instead of
+    returning after the join's 0.2 s grace.
+    """
+    sending, release = threading.Event(), threading.Event()
+
+    def held(request: TransportRequest) -> TransportResponse:
+        sending.set()
+        release.wait(30)  # only a guard against a hang: the test releases it
+        return accept_all(request)
+
+    rig.track(1)
+    rig.handler = held
+    rig.worker.start()
+    rig.worker.wake()
+    ended: list[bool] = []
+    stopper = threading.Thread(target=lambda: ended.append(rig.worker.stop(3600.0)))
+    try:
+        assert sending.wait(30)
+        assert rig.worker.stop(3600.0, wait=False) is True  # asked: the deadline is mono + 1 h
+        rig.clocks.advance(3600.0)  # ... and that hour has passed
+        stopper.start()
+        stopper.join(30)  # only a guard against a hang
+        assert ended == [False]  # returned at the first deadline, the thread still held
+    finally:
+        release.set()
+    assert rig.worker.flush(30)  # the released thread ends (flush returns when it has)
+    assert not rig.worker.alive
+    assert rig.outbox.pending_count() == 0  # the held batch was acked on release

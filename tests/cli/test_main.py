@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.metadata
 import io
@@ -126,6 +127,12 @@ def test_installed_console_script(filled: dict[str, Any]) -> None:
     assert [r["event_id"] for r in json.loads(done.stdout)] == filled["pending"]
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-command parsers of ``parser`` by name (argparse keeps them in a private action)."""
+    [action] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
 def test_docs_describe_every_column_key_and_command(tmp_path: Path) -> None:
     """docs/cli.md names every column and meta key a fresh outbox has, and every command."""
     from mosaic_telemetry._store import META_LAST_ERROR, TABLES
@@ -144,8 +151,8 @@ def test_docs_describe_every_column_key_and_command(tmp_path: Path) -> None:
         assert f"### Table `{table}`" in docs
         assert [n for n in names if f"`{n}`" not in docs] == [], table
     assert [k for k in [*keys, META_LAST_ERROR] if f"`{k}`" not in docs] == []
-    commands = build_parser()._subparsers._group_actions[0].choices
-    outbox_actions = commands["outbox"]._subparsers._group_actions[0].choices
+    commands = subcommands(build_parser())
+    outbox_actions = subcommands(commands["outbox"])
     for name in [c for c in commands if c != "outbox"] + [f"outbox {a}" for a in outbox_actions]:
         assert f"## `{name}" in docs, name
 

@@ -100,7 +100,8 @@ def test_reader_opens_read_only_with_a_uri(
 
     def spy(*args: Any, **kwargs: Any) -> sqlite3.Connection:
         seen.append((args, kwargs))
-        return real_connect(*args, **kwargs)
+        conn: sqlite3.Connection = real_connect(*args, **kwargs)
+        return conn
 
     monkeypatch.setattr(sqlite3, "connect", spy)
     assert run("status", "--outbox", str(filled["path"]))[0] == 0
@@ -119,7 +120,8 @@ def test_a_writer_appearing_during_an_unlocked_read_means_reading_again(
 
     def spy(database: str, *args: Any, **kwargs: Any) -> sqlite3.Connection:
         uris.append(database)
-        return real_connect(database, *args, **kwargs)
+        conn: sqlite3.Connection = real_connect(database, *args, **kwargs)
+        return conn
 
     monkeypatch.setattr(sqlite3, "connect", spy)
     assert OutboxReader(filled["path"]).status().pending == 4
@@ -178,7 +180,7 @@ def test_status_while_a_client_tracks_into_the_same_file(
 
     writer = threading.Thread(target=track)
     writer.start()
-    seen = []
+    seen: list[int] = []
     while not done.is_set() or not seen:
         code, text = run("status", "--json", "--outbox", path)
         assert code == 0

@@ -57,6 +57,7 @@ class Child:
     def __init__(self, program: str, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-c", program],
+            stdin=subprocess.PIPE,  # say() writes to it; finish() and kill() close it
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -103,9 +104,17 @@ class Child:
                 and len(self.lines) >= count
             )
 
+    def say(self, line: str) -> None:
+        """Write one line to the child's stdin (a child waits on it with sys.stdin.readline())."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
     def finish(self, timeout: float = 120.0) -> int:
         """Wait for the exit; the exit code (negative: killed by that signal)."""
         code = self.process.wait(timeout=timeout)
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         self._reader.join(10)
         self._err_reader.join(10)
         return code

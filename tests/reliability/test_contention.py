@@ -45,8 +45,7 @@ print(json.dumps({{"latencies": latencies, "failures": failures, "stats": {{
 
 DRAINER = """
 client.start()
-while not os.path.exists({stop!r}):
-    time.sleep(0.05)
+sys.stdin.readline()  # the test says when every tracker has finished
 result = client.flush(timeout=60)
 client.stop()
 stats = client.stats()
@@ -64,17 +63,15 @@ def _contention(
     per_thread: int,
     server: FakeTelemetryServer,
     outbox: Path,
-    tmp_path: Path,
     report: Callable[..., None],
 ) -> None:
     processes, threads = 4, 8
     total = processes * threads * per_thread
-    stop = tmp_path / "stop-draining"
     config = {"max_queue_size": 1_000_000, "submit_interval_seconds": 0.1}
     drainers = [
         Child(
             child_program(
-                server.url, outbox, DRAINER.replace("{stop!r}", repr(str(stop))), **config
+                server.url, outbox, DRAINER, **config
             )
         )
         for _ in range(2)
@@ -95,7 +92,8 @@ def _contention(
         assert tracker.finish(timeout=300) == 0, tracker.stderr
         results.append(last_json(tracker.lines))
     delivered_all = server.wait_for_events(total, timeout=120)
-    stop.touch()
+    for drainer in drainers:
+        drainer.say("stop")
     drained = []
     for drainer in drainers:
         assert drainer.finish(timeout=120) == 0, drainer.stderr
@@ -124,6 +122,9 @@ def _contention(
     assert delivered_all and len(set(ids)) == total
     assert server.duplicates_received == 0, "a live process sent an event twice"
     assert "locked" not in logs, logs[-2000:]
+    # A loose guard, not the proof (the latencies are figures): that track() never waits for
+    # the lock is proven by outcome in tests/test_store_database.py (add() spools while another
+    # process or thread holds the write lock for as long as the test likes).
     assert max(latencies) < 5.0, "track() waited as long as a patient write: it must not"
 
 
@@ -135,8 +136,7 @@ def test_threads_and_processes_share_one_outbox(
     per_thread: int,
     server: FakeTelemetryServer,
     outbox_path: Path,
-    tmp_path: Path,
     report: Callable[..., None],
 ) -> None:
     """4 processes x 8 threads track while 2 processes drain: all delivered once, no lock errors."""
-    _contention(per_thread, server, outbox_path, tmp_path, report)
+    _contention(per_thread, server, outbox_path, report)

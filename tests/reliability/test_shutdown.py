@@ -1,7 +1,12 @@
-"""Scenario 7: shutdown. stop(), ``with``, ``async with`` and interpreter exit finish within
-``shutdown_timeout_seconds`` + 1 s while the server accepts and never answers, whatever the
-backlog and wherever the worker is (mid-request, mid-backoff); and a process that ends without
-running ``atexit`` (uWSGI, ``os._exit``, SIGTERM) leaves its events to the next process.
+"""Scenario 7: shutdown. stop(), ``with``, ``async with`` and interpreter exit return while the
+server accepts and never answers, whatever the backlog and wherever the worker is (mid-request,
+mid-backoff), and leave the backlog on disk; and a process that ends without running ``atexit``
+(uWSGI, ``os._exit``, SIGTERM) leaves its events to the next process.
+
+The proof is the outcome: the requests time out after an hour and the backoff lasts 30 s, so
+only the shutdown deadline can end them. How long each way out took (``shutdown_timeout_seconds``
++ about 0.2 s) is a figure, reported (docs/reliability.md), not asserted: the assertions on
+durations are loose guards against a hang, far below the hour and the 30 s.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from .conftest import Child, child_program, last_json, run_program
 Config = Callable[..., TelemetryConfig]
 SHUTDOWN = 1.0
 HANG = [ScriptedReply(status=202, hang=True)] * 20
+HOUR = 3600.0  # the request timeout: a request the server holds ends only with the shutdown
+BACKOFF = "30"  # the longest Retry-After the worker waits inline (MAX_INLINE_RETRY_AFTER)
+HANG_GUARD = 20.0  # seconds: a loose guard against a hang, below the backoff and the hour
 
 
 def _pending(outbox: Path) -> int:
@@ -47,13 +55,14 @@ def test_leaving_is_bounded_with_a_hanging_server(
     outbox_path: Path,
     report: Callable[..., None],
 ) -> None:
-    """Each way of stopping returns within shutdown_timeout + 1 s; the backlog stays on disk."""
+    """Each way of stopping returns while a request hangs for an hour or the worker waits out
+    a 30 s backoff, sends nothing more, and leaves the backlog on disk."""
     if where == "mid-backoff":  # a 500 first: the worker sits in its retry wait
-        server.script(ScriptedReply(status=500, headers={"Retry-After": "20"}), *HANG)
+        server.script(ScriptedReply(status=500, headers={"Retry-After": BACKOFF}), *HANG)
     else:
         server.script(*HANG)
     config = make_config(
-        shutdown_timeout_seconds=SHUTDOWN, request_timeout_seconds=30.0, max_retries=5
+        shutdown_timeout_seconds=SHUTDOWN, request_timeout_seconds=HOUR, max_retries=5
     )
     client = TelemetryClient(config)
     events = make_events(250)
@@ -83,8 +92,9 @@ def test_leaving_is_bounded_with_a_hanging_server(
         client.stop()
     elapsed = time.monotonic() - started[0]
     report("shutdown", case=f"{how} {where}", seconds=round(elapsed, 3), limit=SHUTDOWN + 1)
-    assert elapsed <= SHUTDOWN + 1.0, f"{how} took {elapsed:.2f} s"
+    assert len(server.requests) == 1  # the backoff was cut, not waited out and retried
     assert _pending(outbox_path) == 250
+    assert elapsed < HANG_GUARD, f"{how} took {elapsed:.2f} s"  # a hang guard, not the claim
 
 
 EXIT_WITH_TWO_CLIENTS = """
@@ -95,9 +105,8 @@ for c in (client, other):
     for event in make_events(120):
         c.track(event)
     c.flush(timeout=0)
-while len(os.listdir(os.path.dirname({other!r}))) < 2:
-    time.sleep(0.01)
-time.sleep(0.3)                       # both requests are in flight at the hanging server
+print("tracked", flush=True)
+sys.stdin.readline()                  # the test saw both requests arrive at the hanging server
 print(json.dumps({{"exiting_at": time.monotonic()}}), flush=True)
 """
 
@@ -105,16 +114,23 @@ print(json.dumps({{"exiting_at": time.monotonic()}}), flush=True)
 def test_interpreter_exit_with_two_clients_is_bounded(
     server: FakeTelemetryServer, outbox_path: Path, tmp_path: Path, report: Callable[..., None]
 ) -> None:
-    """Interpreter exit stops every client within one shutdown_timeout + 1 s, not one per client."""
+    """Interpreter exit stops every client while both hold a request the server never answers
+    (an hour-long timeout), and both backlogs stay on disk. That the clients share one
+    shutdown_timeout rather than taking one each is the reported figure (and, without a
+    clock, tests/test_worker.py::test_a_later_stop_keeps_the_deadline_of_the_first_ask)."""
     server.script(*HANG)
+    other = tmp_path / "other" / "outbox.sqlite3"
     program = child_program(
         server.url,
         outbox_path,
-        EXIT_WITH_TWO_CLIENTS.format(other=str(tmp_path / "other" / "outbox.sqlite3")),
+        EXIT_WITH_TWO_CLIENTS.format(other=str(other)),
         shutdown_timeout_seconds=SHUTDOWN,
-        request_timeout_seconds=30.0,
+        request_timeout_seconds=HOUR,
     )
     child = Child(program)
+    assert child.wait_for_line(lambda line: line == "tracked"), child.stderr
+    assert server.wait_for_requests(2, timeout=30), "both clients' requests are in flight"
+    child.say("exit")
     assert child.finish(timeout=60) == 0, child.stderr
     elapsed = time.monotonic() - last_json(child.lines)["exiting_at"]
     report(
@@ -123,7 +139,9 @@ def test_interpreter_exit_with_two_clients_is_bounded(
         seconds=round(elapsed, 3),
         limit=SHUTDOWN + 1,
     )
-    assert elapsed <= SHUTDOWN + 1.0, f"exit took {elapsed:.2f} s"
+    assert len(server.requests) == 2  # one each, held to the end
+    assert (_pending(outbox_path), _pending(other)) == (120, 120)
+    assert elapsed < HANG_GUARD, f"exit took {elapsed:.2f} s"  # a hang guard, not the claim
 
 
 NO_ATEXIT = """

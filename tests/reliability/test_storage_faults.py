@@ -461,8 +461,7 @@ WAL_THEN_WAIT = """
 for event in make_events(40):
     client.track(event)
 print("tracked", flush=True)
-while not os.path.exists({flag!r}):
-    time.sleep(0.01)
+sys.stdin.readline()       # the test deleted the -wal (and -shm): go on
 client.start()             # the worker's first connection sees only the new, empty -wal...
 client.flush(timeout=10)   # ...and its cycle must notice that the old one is gone
 print("cycled", flush=True)
@@ -476,19 +475,16 @@ def test_a_deleted_wal_is_noticed_like_a_deleted_file(
     server: FakeTelemetryServer,
     make_config: Config,
     outbox_path: Path,
-    tmp_path: Path,
     report: Callable[..., None],
 ) -> None:
     """40 events only in the WAL, the -wal deleted, the next cycle, then a SIGKILL: all 40 are
     in the recreated file (before, they died with the deleted WAL's inode)."""
-    flag = tmp_path / "go"
     server.stop()
-    body = WAL_THEN_WAIT.replace("{flag!r}", repr(str(flag)))
-    child = Child(child_program(server.url, outbox_path, body))
+    child = Child(child_program(server.url, outbox_path, WAL_THEN_WAIT))
     assert child.wait_for_line(lambda line: line == "tracked"), child.stderr
     for suffix in ["-wal"] + (["-shm"] if "shm" in side else []):
         os.unlink(f"{outbox_path}{suffix}")
-    flag.touch()
+    child.say("go")
     assert child.wait_for_line(lambda line: line == "cycled"), child.stderr
     child.kill()
     server.start()
