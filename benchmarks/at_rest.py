@@ -158,8 +158,10 @@ def _idle_child(url: str, seconds: float) -> None:
             after = [_switches(t) for t in workers]
             threads = sorted(t.name for t in threading.enumerate())
     wakeups = None
-    if workers and None not in before and None not in after:
-        wakeups = sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
+    pairs = zip(after, before, strict=True)
+    counted = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if workers and len(counted) == len(workers):
+        wakeups = sum(a - b for a, b in counted)
     print(
         json.dumps(
             {

@@ -26,12 +26,10 @@ BENCH_DIR = ROOT / "benchmarks"
 if str(ROOT) not in sys.path:  # measure this source tree, installed or not
     sys.path.insert(0, str(ROOT))
 
-from mosaic_telemetry import (  # noqa: E402
-    TaskCompletionEvent,
-    TelemetryClient,
-    TelemetryConfig,
-)
-from mosaic_telemetry.testing import example_event_builder  # noqa: E402
+from mosaic_telemetry import TaskCompletionEvent as TaskCompletionEvent  # noqa: E402
+from mosaic_telemetry import TelemetryClient as TelemetryClient  # noqa: E402
+from mosaic_telemetry import TelemetryConfig  # noqa: E402
+from mosaic_telemetry.testing import example_event_builder as example_event_builder  # noqa: E402
 
 API_KEY = "ab" * 32
 INSTANCE_ID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"

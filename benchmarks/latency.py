@@ -192,10 +192,11 @@ def persist_queue(folder: pathlib.Path, synchronous: str | None) -> Contender:
 
     name = "defaults" if synchronous is None else f"synchronous={synchronous}"
     q = SQLiteAckQueue(str(folder / f"pq-{name.replace('=', '-')}"))
+    putter: Any = q._putter  # its own connection (persist-queue types it as optional)
     if synchronous is not None:
         # Equal durability: its own connection, set as ours is (WAL is its default already).
-        q._putter.execute(f"PRAGMA synchronous = {synchronous}")
-    mode = q._putter.execute("PRAGMA synchronous").fetchone()[0]
+        putter.execute(f"PRAGMA synchronous = {synchronous}")
+    mode = putter.execute("PRAGMA synchronous").fetchone()[0]
     label = f"persist-queue SQLiteAckQueue.put ({name}: WAL, synchronous={mode})"
     key = "pq_defaults" if synchronous is None else "pq_equal"
     return Contender(key, label, _dicts, q.put, close=q.close)

@@ -98,6 +98,17 @@ def drain_segment(sink: Sink, dicts: list[dict[str, Any]]) -> dict[str, float]:
         client.shutdown()
 
 
+def _peer_measure(
+    make: Callable[[Sink, list[dict[str, Any]]], dict[str, float]], sink: Sink
+) -> Callable[[list[Any], list[dict[str, Any]]], dict[str, float]]:
+    """A measure that hands a peer the event dicts (peers take no event objects)."""
+
+    def measure(events: list[Any], dicts: list[dict[str, Any]]) -> dict[str, float]:
+        return make(sink, dicts)
+
+    return measure
+
+
 def run(
     *, folder: pathlib.Path, sink: Sink, count: int, rounds: int
 ) -> tuple[dict[str, list[dict[str, float]]], dict[str, str]]:
@@ -109,8 +120,7 @@ def run(
     makers = {"posthog": drain_posthog, "segment": drain_segment}
     for distribution, key in PEERS:
         if peer_available(distribution):
-            make = makers[key]
-            measures[key] = lambda events, dicts, make=make: make(sink, dicts)
+            measures[key] = _peer_measure(makers[key], sink)
         else:
             skipped[distribution] = "skipped (not installed)"
     results: dict[str, list[dict[str, float]]] = {key: [] for key in measures}
