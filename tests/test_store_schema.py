@@ -9,6 +9,7 @@ import pytest
 
 from mosaic_telemetry._exceptions import OutboxError
 from mosaic_telemetry._store import COUNTER_NAMES
+from mosaic_telemetry._store.schema import apply_pragmas
 
 from .store_helpers import (
     Factory,
@@ -85,3 +86,75 @@ def test_foreign_database_is_refused_untouched(
     with pytest.raises(OutboxError, match="not a mosaic_telemetry outbox"):
         open_sqlite()
     assert file_state(db_path) == before
+
+
+def _read_locked_rollback_file(tmp_path: pathlib.Path) -> tuple[pathlib.Path, sqlite3.Connection]:
+    """A new (rollback-journal) file and a connection holding a read lock on it."""
+    path = tmp_path / "new.sqlite3"
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("CREATE TABLE t (x)")
+    setup.close()
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM t").fetchall()
+    return path, reader
+
+
+def test_the_switch_to_wal_waits_for_a_lock_sqlite_does_not_wait_for(
+    tmp_path: pathlib.Path,
+) -> None:
+    """SQLite answers "locked" at once to a WAL switch while another holds a read lock: the
+    pragma is tried again after a pause, and goes through once the lock is gone."""
+    path, reader = _read_locked_rollback_file(tmp_path)
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            reader.execute("COMMIT")
+
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        apply_pragmas(
+            conn,
+            busy_timeout_ms=5000,
+            synchronous="NORMAL",
+            wal_autocheckpoint=1000,
+            clock=lambda: 0.0,
+            sleep=sleep,
+        )
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert pauses == [0.001, 0.002]
+    finally:
+        conn.close()
+        reader.close()
+
+
+def test_a_lock_that_stays_is_a_busy_error_after_the_busy_timeout(tmp_path: pathlib.Path) -> None:
+    """No hang: with the lock never released the busy error goes up once busy_timeout_ms of
+    the (injected) clock have passed, the pauses capped at 50 ms."""
+    path, reader = _read_locked_rollback_file(tmp_path)
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            apply_pragmas(
+                conn,
+                busy_timeout_ms=1000,
+                synchronous="NORMAL",
+                wal_autocheckpoint=1000,
+                clock=lambda: now[0],
+                sleep=sleep,
+            )
+        assert 1.0 <= now[0] < 1.05
+        assert max(pauses) == 0.05
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    finally:
+        conn.close()
+        reader.close()

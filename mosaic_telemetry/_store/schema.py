@@ -74,10 +74,12 @@ validation of an existing file (:func:`check_outbox`) is shared by the writer an
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from .._exceptions import OutboxError
+from .errors import is_busy
 
 __all__ = [
     "COUNTER_NAMES",
@@ -205,16 +207,43 @@ SQL_GET_DEAD: Final = "SELECT * FROM dead WHERE event_id = ?"
 
 
 def apply_pragmas(
-    conn: sqlite3.Connection, *, busy_timeout_ms: int, synchronous: str, wal_autocheckpoint: int
+    conn: sqlite3.Connection,
+    *,
+    busy_timeout_ms: int,
+    synchronous: str,
+    wal_autocheckpoint: int,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Apply :data:`PRAGMAS` to a new connection (the one place pragmas are set)."""
+    """Apply :data:`PRAGMAS` to a new connection (the one place pragmas are set).
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite does not call its busy
+    handler for that one (several processes opening a new outbox at once got "database is
+    locked" at once, 10 of 300 rounds of six threads): a busy pragma is tried again here,
+    with growing pauses, until ``busy_timeout_ms`` have passed; then the busy error goes up.
+    """
     values = {
         "busy_timeout_ms": int(busy_timeout_ms),
         "synchronous": synchronous,
         "wal_autocheckpoint": int(wal_autocheckpoint),
     }
+    deadline = clock() + busy_timeout_ms / 1000
     for pragma in PRAGMAS:
-        conn.execute(pragma.format(**values)).fetchall()
+        pause = _FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                conn.execute(pragma.format(**values)).fetchall()
+                break
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or clock() >= deadline:
+                    raise
+            sleep(pause)
+            pause = min(pause * 2, _LAST_PAUSE_SECONDS)
+
+
+#: The pauses of :func:`apply_pragmas` between tries of a busy pragma: 1 ms doubling to 50 ms.
+_FIRST_PAUSE_SECONDS: Final = 0.001
+_LAST_PAUSE_SECONDS: Final = 0.05
 
 
 class ForeignFileError(OutboxError):
