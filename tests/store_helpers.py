@@ -132,3 +132,18 @@ class ChildProgram:
         assert self.process.stdin is not None
         self.process.stdin.close()
         return self.process.wait(120)
+
+
+#: Tracks while the outbox is locked (so into its spool), reports, then waits to be killed.
+SPOOLER = """
+import sqlite3, sys
+from mosaic_telemetry._store import SqliteOutbox
+outbox = SqliteOutbox(sys.argv[1])
+locker = sqlite3.connect(sys.argv[1], isolation_level=None)
+locker.execute("BEGIN IMMEDIATE")
+for i in range(int(sys.argv[2])):
+    outbox.add(f"spooled-{i}", "{}")
+locker.execute("ROLLBACK")
+print(outbox.lease_owner().token, outbox.spooled_count(), outbox.pending_count(), flush=True)
+sys.stdin.readline()
+"""

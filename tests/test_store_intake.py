@@ -19,7 +19,7 @@ from mosaic_telemetry._store.database import FileDatabase
 from mosaic_telemetry._store.files import spool_dir_of
 from mosaic_telemetry._store.spool import Spool
 
-from .store_helpers import ChildProgram, Factory, fill
+from .store_helpers import SPOOLER, ChildProgram, Factory, fill
 
 pytest_plugins = ["tests.store_fixtures"]
 pytestmark = pytest.mark.skipif(not presence.AVAILABLE, reason="needs fcntl.flock")
@@ -33,20 +33,6 @@ print("locked", flush=True)
 sys.stdin.readline()
 db.execute("ROLLBACK")
 print("released", flush=True)
-sys.stdin.readline()
-"""
-
-#: Tracks while the outbox is locked (so into its spool), reports, then waits to be killed.
-SPOOLER = """
-import sqlite3, sys
-from mosaic_telemetry._store import SqliteOutbox
-outbox = SqliteOutbox(sys.argv[1])
-locker = sqlite3.connect(sys.argv[1], isolation_level=None)
-locker.execute("BEGIN IMMEDIATE")
-for i in range(int(sys.argv[2])):
-    outbox.add(f"spooled-{i}", "{}")
-locker.execute("ROLLBACK")
-print(outbox.lease_owner().token, outbox.spooled_count(), outbox.pending_count(), flush=True)
 sys.stdin.readline()
 """
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["LIST_STATES", "register"]
 
 #: What ``outbox list --status`` selects.
-LIST_STATES: Final = ("pending", "leased", "dead")
+LIST_STATES: Final = ("pending", "leased", "dead", "spooled")
 #: How many candidates an ambiguous ``outbox show`` prefix names.
 _CANDIDATES: Final = 10
 
@@ -37,7 +37,8 @@ def register(commands: options.Subparsers, common: argparse.ArgumentParser) -> N
     listing.add_argument(
         "--status",
         choices=LIST_STATES,
-        help="only these: pending (not being sent), leased (being sent) or dead",
+        help="only these: pending (not being sent), leased (being sent), dead, or spooled"
+        " (in a process's spool file, not yet moved into the outbox)",
     )
     listing.add_argument(
         "--since",
@@ -104,6 +105,8 @@ def run_list(args: argparse.Namespace, out: TextIO) -> int:
     dead = state == "dead"
     reader = options.open_reader(args)
     limit = None if args.limit == 0 else args.limit
+    if state == "spooled":
+        return _list_spooled(args, out, reader, limit)
     rows = reader.list_rows(
         dead=dead, since=args.since, in_state=state, limit=limit, offset=args.offset
     )
@@ -117,6 +120,42 @@ def run_list(args: argparse.Namespace, out: TextIO) -> int:
     elif not rows:
         since = f" since {when(args.since)}" if args.since is not None else ""
         hint(f"no {state or 'pending'} events{since} in {reader.path}")
+    return EXIT_OK
+
+
+def _list_spooled(
+    args: argparse.Namespace, out: TextIO, reader: OutboxReader, limit: int | None
+) -> int:
+    """``--status spooled``: the events in spool files, oldest spool first (a few at most:
+    a spool holds only what met a locked outbox, and is moved in every worker cycle)."""
+    every = [
+        r
+        for r in reader.list_spooled()
+        if args.since is None or float(r["enqueued_at"]) >= args.since
+    ]
+    end = None if limit is None else args.offset + limit
+    rows = every[args.offset : end]
+    if args.json:
+        print_json(out, [_without_body(r) for r in rows])
+    elif rows:
+        now = time.time()
+        lines = [
+            [
+                str(r["id"]),
+                r["event_id"],
+                "spooled",
+                duration(now - float(r["enqueued_at"])),
+                "0",
+                f"in spool {r['spool']}",
+            ]
+            for r in rows
+        ]
+        table(out, ["ID", "EVENT_ID", "STATE", "AGE", "ATTEMPTS", "NOTE"], lines)
+    if len(rows) == limit or args.offset:
+        _page_hint(len(every), shown=len(rows), offset=args.offset)
+    elif not rows:
+        since = f" since {when(args.since)}" if args.since is not None else ""
+        hint(f"no spooled events{since} beside {reader.path}")
     return EXIT_OK
 
 

@@ -58,6 +58,10 @@ def status_lines(st: OutboxStatus, *, now: float) -> list[tuple[str, str]]:
     if st.last_error is not None:
         last_error = f"{when(st.last_error_at)} {one_line(st.last_error)}"
     counters = ", ".join(f"{name} {value}" for name, value in st.counters.items())
+    spooled = f"{st.spooled}"
+    if st.spools:
+        files = ", ".join(f"{s.token} ({s.owner}) {s.events}" for s in st.spools)
+        spooled += f" in {len(st.spools)} spool file(s): {files}"
     return [
         ("outbox", st.path),
         ("size", f"{size(st.size_bytes)}, {wal}"),
@@ -65,10 +69,22 @@ def status_lines(st: OutboxStatus, *, now: float) -> list[tuple[str, str]]:
         ("server", st.server_url or "-"),
         ("pending", pending),
         ("dead", f"{st.dead}"),
+        ("spooled", spooled),
         ("not before", paused),
         ("last error", last_error),
         ("counters", counters),
+        ("ledger", ledger_line(st.ledger)),
     ]
+
+
+def ledger_line(ledger: dict[str, int]) -> str:
+    """``tracked N = delivered a + ... + dry_run g``, and whether it balances."""
+    outcomes = {k: v for k, v in ledger.items() if k != "tracked"}
+    text = f"tracked {ledger.get('tracked', 0)} = " + " + ".join(
+        f"{name} {value}" for name, value in outcomes.items()
+    )
+    missing = ledger.get("tracked", 0) - sum(outcomes.values())
+    return text if not missing else f"{text}: DOES NOT BALANCE ({missing:+d} unaccounted)"
 
 
 def _run_all(args: argparse.Namespace, out: TextIO) -> int:

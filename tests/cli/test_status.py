@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from mosaic_telemetry import TelemetryClient
-from mosaic_telemetry._store import LeaseOwner, OutboxReader, SqliteOutbox
+from mosaic_telemetry._store import LeaseOwner, OutboxReader, SqliteOutbox, presence
 from mosaic_telemetry._wire.events import event_to_json
+from mosaic_telemetry.cli.status import ledger_line
 from mosaic_telemetry.testing import FakeTelemetryServer
 
 from ..helpers import make_events
+from ..store_helpers import SPOOLER, ChildProgram
 from .conftest import HOUR_AGO
 from .support import run
 
@@ -58,13 +60,20 @@ def test_status_text_names_every_figure(
         "server",
         "pending",
         "dead",
+        "spooled",
         "not",
         "last",
         "counters",
+        "ledger",
     ]
     assert f"server      {server.url}" in text
     assert re.search(r"^pending     4 \(oldest tracked 1 h \d+ min ago\)", text, re.M), text
     assert "dead        1" in text
+    assert "spooled     0\n" in text
+    assert (
+        "ledger      tracked 5 = delivered 0 + duplicates 0 + dead 1 + evicted 0 + purged 0"
+        " + pending 4 + dry_run 0\n"
+    ) in text
 
 
 def test_status_reads_the_env_outbox_by_default(filled: dict[str, Any], env: Path) -> None:
@@ -246,3 +255,61 @@ def test_status_all_without_a_state_directory(
     assert run("status", "--all", "--json") == (0, "[]\n")
     assert not state_dir.exists()
     assert run("status", "--all", "--outbox", "x.sqlite3")[0] == 2
+
+
+@pytest.mark.skipif(not presence.AVAILABLE, reason="spools need fcntl.flock")
+def test_status_and_list_show_the_spool_of_a_process_killed_before_it_was_moved_in(
+    filled: dict[str, Any],
+) -> None:
+    """Events a SIGKILLed process had only in its spool: status counts them with the spool's
+    owner (dead), ``outbox list --status spooled`` lists them; the ledger still balances
+    (they are written to the outbox only when the next process adopts the spool)."""
+    path = str(filled["path"])
+    child = ChildProgram(SPOOLER, path, "3")
+    token = child.line().split()[0]
+    code, alive = run("status", "--outbox", path)
+    assert f"spooled     3 in 1 spool file(s): {token} (alive) 3\n" in alive
+    child.kill()
+
+    code, text = run("status", "--outbox", path)
+    assert code == 0
+    assert f"spooled     3 in 1 spool file(s): {token} (dead) 3\n" in text
+    assert "pending     4 " in text and "DOES NOT BALANCE" not in text
+    code, data = run("status", "--json", "--outbox", path)
+    status = json.loads(data)
+    assert status["spooled"] == 3
+    assert [(s["token"], s["owner"], s["events"]) for s in status["spools"]] == [(token, "dead", 3)]
+
+    code, listing = run("outbox", "list", "--status", "spooled", "--outbox", path)
+    assert code == 0
+    rows = [line.split() for line in listing.splitlines()[1:]]
+    assert [(r[1], r[2], r[-1]) for r in rows] == [
+        (f"spooled-{i}", "spooled", token) for i in range(3)
+    ]
+    code, page = run(
+        "outbox",
+        "list",
+        "--status",
+        "spooled",
+        "--json",
+        "--limit",
+        "1",
+        "--offset",
+        "1",
+        "--outbox",
+        path,
+    )
+    assert [(r["event_id"], r["state"], r["spool"]) for r in json.loads(page)] == [
+        ("spooled-1", "spooled", token)
+    ]
+    code, none = run("outbox", "list", "--status", "spooled", "--since", "0s", "--outbox", path)
+    assert (code, none) == (0, "")
+
+
+def test_a_ledger_that_does_not_balance_says_so_with_the_difference() -> None:
+    """A file edited by hand (rows deleted with sqlite3) shows how many events are unaccounted."""
+    figures = {"tracked": 7, "delivered": 3, "pending": 2, "dead": 0}
+    assert ledger_line(figures) == (
+        "tracked 7 = delivered 3 + pending 2 + dead 0: DOES NOT BALANCE (+2 unaccounted)"
+    )
+    assert ledger_line({**figures, "tracked": 5}) == "tracked 5 = delivered 3 + pending 2 + dead 0"

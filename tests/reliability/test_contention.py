@@ -68,14 +68,7 @@ def _contention(
     processes, threads = 4, 8
     total = processes * threads * per_thread
     config = {"max_queue_size": 1_000_000, "submit_interval_seconds": 0.1}
-    drainers = [
-        Child(
-            child_program(
-                server.url, outbox, DRAINER, **config
-            )
-        )
-        for _ in range(2)
-    ]
+    drainers = [Child(child_program(server.url, outbox, DRAINER, **config)) for _ in range(2)]
     trackers = [
         Child(
             child_program(
