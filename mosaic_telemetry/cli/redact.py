@@ -168,9 +168,20 @@ class RedactingStream(io.TextIOBase):
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, ""
+            if getattr(self.target, "closed", False):
+                return  # nowhere to write: a closed pipe or a test's StringIO, already gone
             if pending:
                 self.target.write(self._redact(pending))
         self.target.flush()
+
+    def close(self) -> None:
+        """Flush what is held; the target is not ours (stdout, stderr) and stays open.
+
+        Also what the finaliser calls: with the target closed first, it once raised "I/O
+        operation on closed file", which Python 3.13 prints as an unraisable exception."""
+        if not self.closed:
+            self.flush()
+            super().close()
 
     def isatty(self) -> bool:
         return bool(getattr(self.target, "isatty", lambda: False)())

@@ -190,3 +190,20 @@ def test_error_lines_never_show_the_key(
         err = capsys.readouterr().err
         assert "no event [api key]" in err
         assert not shows(err, API_KEY) and not shows(err, OTHER_KEY)
+
+
+def test_the_stream_closes_quietly_after_its_target_and_never_closes_the_target() -> None:
+    """close() (and the finaliser) after the target was closed raise nothing; close() before
+    writes out the text held back, redacted, and leaves the target open."""
+    gone = io.StringIO()
+    stream = RedactingStream(gone, Redactor([API_KEY]))
+    stream.write("held back")
+    gone.close()
+    stream.close()
+    assert stream.closed
+
+    target = io.StringIO()
+    stream = RedactingStream(target, Redactor([API_KEY]))
+    stream.write(f"tail {API_KEY}")
+    stream.close()
+    assert target.getvalue() == f"tail {REDACTED}" and not target.closed
