@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ._enums import Complexity, Harness, Outcome, Provider, QualityGate, RepoSizeCategory, TaskType
+from ._event_rules import EVENT_FIELDS, check_event_fields, coerce_event_fields
 from ._exceptions import EventValidationError
-from ._models import EVENT_FIELDS, TaskCompletionEvent, check_event_fields, coerce_event_fields
+from ._models import TaskCompletionEvent
 
 __all__ = ["EventBuilder"]
 

@@ -15,13 +15,8 @@ import sys
 import attrs
 
 from ._enums import Complexity, Harness, Outcome, Provider, RepoSizeCategory, TaskType
-from ._models import (
-    MAX_COST_MICROS,
-    MAX_DURATION_MS,
-    MAX_TOKENS,
-    PredictionQuery,
-    PredictionResponse,
-)
+from ._event_rules import MAX_COST_MICROS, MAX_DURATION_MS, MAX_TOKENS
+from ._models import PredictionQuery, PredictionResponse
 
 __all__ = [
     "CONTEXT_DEFAULTS",

@@ -23,7 +23,7 @@ from mosaic_telemetry import (
     TaskCompletionEvent,
     TaskType,
 )
-from mosaic_telemetry._models import EVENT_FIELDS, _well_formed, check_event_fields
+from mosaic_telemetry._event_rules import EVENT_FIELDS, check_event_fields, well_formed
 
 from .helpers import make_event
 
@@ -96,7 +96,7 @@ def test_several_bad_fields_are_all_named(changes: dict[str, Any]) -> None:
 
 def test_a_usual_event_takes_the_fast_path() -> None:
     """An event of exact types in UTC with ASCII text passes the generated check alone."""
-    assert _well_formed(make_event()) is True
+    assert well_formed(make_event()) is True
 
 
 @pytest.mark.parametrize(
@@ -112,5 +112,5 @@ def test_valid_values_the_fast_check_cannot_tell_are_accepted(field: str, value:
     """A value outside the fast check's exact types is still judged by the rules, not refused."""
     fields = {**attrs.asdict(make_event(), recurse=False), field: value}
     event = TaskCompletionEvent(**fields)
-    assert _well_formed(event) is False
+    assert well_formed(event) is False
     assert getattr(event, field) == value

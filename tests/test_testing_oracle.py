@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mosaic_telemetry import _enums
-from mosaic_telemetry._models import EVENT_FIELDS
+from mosaic_telemetry._event_rules import EVENT_FIELDS
 from mosaic_telemetry.testing import oracle
 
 from .fake_wire import KEY, OTHER_KEY, now_text, valid_event

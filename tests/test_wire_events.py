@@ -23,7 +23,7 @@ from mosaic_telemetry import (
     TaskCompletionEvent,
     TaskType,
 )
-from mosaic_telemetry._models import EVENT_FIELDS
+from mosaic_telemetry._event_rules import EVENT_FIELDS
 from mosaic_telemetry._wire.convert import format_timestamp
 from mosaic_telemetry._wire.events import (
     batch_body,

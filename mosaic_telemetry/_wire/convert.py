@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from .._enums import Confidence, QualityGate
-from .._models import parse_iso_timestamp as parse_timestamp
+from .._event_rules import parse_iso_timestamp as parse_timestamp
 
 if TYPE_CHECKING:
     import cattrs

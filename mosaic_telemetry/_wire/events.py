@@ -19,8 +19,9 @@ from functools import lru_cache
 from json.encoder import encode_basestring  # what json.dumps(..., ensure_ascii=False) uses
 from typing import Any
 
+from .._event_rules import EVENT_FIELDS, check_event_fields, coerce_event_fields
 from .._exceptions import EventValidationError
-from .._models import EVENT_FIELDS, TaskCompletionEvent, check_event_fields, coerce_event_fields
+from .._models import TaskCompletionEvent
 from .convert import converter, format_timestamp
 from .http import KEY_EVENTS
 

@@ -37,7 +37,7 @@ from mosaic_telemetry import (
     TelemetryClient,
     TelemetryConfig,
 )
-from mosaic_telemetry._models import EVENT_FIELDS
+from mosaic_telemetry._event_rules import EVENT_FIELDS
 from mosaic_telemetry._wire.events import event_from_dict, event_to_dict, event_to_json
 from mosaic_telemetry.testing import FakeTelemetryServer, ScriptedReply
 from mosaic_telemetry.testing.oracle import event_problems
