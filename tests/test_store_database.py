@@ -225,3 +225,35 @@ def test_damaged_pages_are_detected_by_quick_check(
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     assert fresh.pending_count() == 0
     assert any(".corrupt-" in p.name for p in db_path.parent.iterdir())
+
+
+def test_a_second_outbox_on_the_same_file_leaves_the_firsts_locks_alone(
+    db_path: pathlib.Path,
+) -> None:
+    """Opening the path again in this process must not drop the POSIX locks its SQLite
+    connections hold (closing any descriptor of the file would): another process's last close
+    then took itself for the last connection, deleted the live -wal, and the first outbox
+    took its file for lost and moved it aside (seen in the fork-storm test)."""
+    import subprocess
+    import sys
+
+    first = SqliteOutbox(db_path)
+    second: SqliteOutbox | None = None
+    try:
+        first.add("e1", "{}")
+        second = SqliteOutbox(db_path)
+        reader = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+            " c.execute('SELECT COUNT(*) FROM events').fetchall(); c.close()"
+        )
+        subprocess.run([sys.executable, "-c", reader, str(db_path)], check=True)
+        assert os.path.exists(f"{db_path}-wal")
+        assert first.ensure_file() == 0
+        first.add("e2", "{}")
+        assert second.pending_count() == 2
+        moved_aside = [p.name for p in db_path.parent.iterdir() if ".stale-" in p.name]
+        assert moved_aside == []
+    finally:
+        first.close()
+        if second is not None:
+            second.close()

@@ -102,13 +102,28 @@ def check_file(path: pathlib.Path, kind: str) -> bool:
 
 
 def open_private(path: pathlib.Path, kind: str) -> None:
-    """Create ``path`` (0600) if missing, never through a symlink, and check it is ours."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
-    except OSError as exc:
-        if os.path.islink(path):
-            check_file(path, kind)  # raises NotOursError naming the link
-        raise OutboxError(f"cannot create or open {kind} {path}: {exc.strerror or exc}") from exc
+    """Create ``path`` (0600) if missing, never through a symlink, and check it is ours.
+
+    An existing file is only looked at (``lstat``), never opened: closing a descriptor of a
+    database drops every POSIX lock this process's SQLite connections hold on it
+    (sqlite.org/howtocorrupt.html section 2.2). With a second outbox opened on the same path
+    in one process, another process's last close then took itself for the last connection
+    and deleted the live ``-wal``: the file was taken for lost and moved aside.
+    """
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+            break
+        except FileExistsError:
+            # Ours, a regular file, not a link (NotOursError if not); gone again: create it.
+            if check_file(path, kind):
+                return
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot create or open {kind} {path}: {exc.strerror or exc}"
+            ) from exc
+    else:
+        raise OutboxError(f"the {kind} {path} keeps disappearing")
     try:
         _check_ours(path, os.fstat(fd), kind)
     finally:
