@@ -8,6 +8,7 @@ import pathlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 
 import pytest
 
@@ -139,3 +140,62 @@ def test_transaction_rolls_back_on_any_error(tmp_path: pathlib.Path) -> None:
     assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
     assert not conn.in_transaction
     conn.close()
+
+
+def test_a_second_forking_thread_waits_until_the_first_has_closed_every_connection(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two threads forking at once: the one that finds nothing left to close must not fork
+    before the other has closed what it took. (A child forked while a connection is still
+    open inherits SQLite's record of locks it does not hold; its connections then take none,
+    and another process's last close deleted the -wal the child wrote to.)"""
+    from mosaic_telemetry._store import connections, forklocks
+
+    monkeypatch.setattr(forklocks, "hold", lambda: None)  # SQLite's mutexes: not this test's
+    monkeypatch.setattr(forklocks, "release", lambda: None)
+    registry = connections.ConnectionRegistry()
+    conn = sqlite3.connect(tmp_path / "f.sqlite3", check_same_thread=False)
+    registry.register(1, conn)
+    order: list[str] = []
+    closing, finish = threading.Event(), threading.Event()
+
+    def slow_close(conns: Iterable[sqlite3.Connection]) -> None:
+        for c in conns:
+            order.append("closing")
+            closing.set()
+            finish.wait()
+            c.close()
+            order.append("closed")
+
+    monkeypatch.setattr(connections, "close_quietly", slow_close)
+
+    def fork_prepare(name: str) -> None:
+        registry.before_fork()
+        order.append(f"{name} may fork")
+
+    first = threading.Thread(target=fork_prepare, args=("first",))
+    first.start()
+    closing.wait()
+    second = threading.Thread(target=fork_prepare, args=("second",))
+    second.start()
+    # Until the second thread is inside before_fork (blocked, or, wrongly, done already).
+    while not order[-1].startswith("second") and not _inside(second, "before_fork"):
+        time.sleep(0.001)
+    finish.set()
+    first.join()
+    second.join()
+    registry.after_fork_in_parent()
+    registry.after_fork_in_parent()
+    assert order.index("closed") < order.index("second may fork")
+
+
+def _inside(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` is running ``function`` right now (any frame of its stack)."""
+    import sys
+
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False

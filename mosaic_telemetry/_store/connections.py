@@ -323,8 +323,14 @@ class ConnectionRegistry:
             mine = [e for e in self._entries if e.pid == pid]
             self._forget(mine)
             self.generation += 1
-        close_quietly(e.conn for e in mine)
-        del mine
+            # Closed under the lock: a second thread forking now must not fork before they
+            # are. A child forked while one is still open inherits SQLite's record of its
+            # locks, which the child does not hold (POSIX locks are not inherited), so the
+            # child's own connections take none; once this process had closed, another
+            # process's last close deleted the -wal the child was writing to (the fork-storm
+            # test, under strace: three forks while a fourth thread was still closing).
+            close_quietly(e.conn for e in mine)
+            del mine
         forklocks.hold()  # last: SQLite's own mutexes, for SQLite calls outside the gate
 
     def after_fork_in_parent(self) -> None:
