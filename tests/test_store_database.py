@@ -257,3 +257,24 @@ def test_a_second_outbox_on_the_same_file_leaves_the_firsts_locks_alone(
         first.close()
         if second is not None:
             second.close()
+
+
+def test_a_creation_lock_held_forever_delays_opening_by_the_busy_timeout_only(
+    db_path: pathlib.Path,
+) -> None:
+    """Another process stopped while it held the directory's creation lock: opening goes on
+    without the lock after busy_timeout_ms, and works."""
+    fcntl = pytest.importorskip("fcntl", reason="the creation lock is a flock (POSIX)")
+
+    db_path.parent.mkdir(mode=0o700)
+    fd = os.open(db_path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a separate open file description: it conflicts
+        outbox = SqliteOutbox(db_path, busy_timeout_ms=50)
+        try:
+            assert outbox.add("e", "{}") == (True, 0)
+            assert outbox.pending_count() == 1
+        finally:
+            outbox.close()
+    finally:
+        os.close(fd)

@@ -326,8 +326,13 @@ class FileDatabase:
         contents = self._rescued
         try:
             try:
-                fresh = recovery.clear_the_way(self.path, reason, self._mode, self._clock())
-                conn = self._open_file()
+                # Under the creation lock: another process recreating the same file at the
+                # same moment either made the successor already (merged into) or waits.
+                with files.creation_lock(self.path, self._busy_timeout_ms / 1000):
+                    fresh = recovery.clear_the_way(
+                        self.path, reason, self._mode, self._clock(), self._known
+                    )
+                    conn = self._open_file()
             except OSError as exc:
                 raise OutboxError(f"{exc.strerror or exc}") from exc
         except OutboxError as exc:

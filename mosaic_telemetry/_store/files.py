@@ -18,23 +18,32 @@ import itertools
 import os
 import pathlib
 import stat
+import threading
 import time
+from collections.abc import Iterator
 from typing import Final
 
 from .._exceptions import OutboxError
+from .._log import logger
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no creation lock
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "SIDE_SUFFIXES",
     "NotOursError",
     "check_dir",
     "check_file",
+    "creation_lock",
     "file_size",
     "identity",
     "move_aside",
     "open_private",
-    "prepare_location",
+    "prepare_directory",
+    "prepare_file",
     "prepare_spool_dir",
-    "remove_side_files",
     "side_files",
     "spool_dir_of",
 ]
@@ -157,8 +166,8 @@ def identity(path: pathlib.Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def prepare_location(path: pathlib.Path) -> None:
-    """Create the directory (0700) and an empty file (0600) if missing; OutboxError if not."""
+def prepare_directory(path: pathlib.Path) -> None:
+    """Create the outbox's directory (0700) if missing and check it is ours."""
     if not path.parent.is_dir():
         try:
             os.makedirs(path.parent, mode=0o700, exist_ok=True)
@@ -168,14 +177,74 @@ def prepare_location(path: pathlib.Path) -> None:
                 f"{exc.strerror or exc}"
             ) from exc
     check_dir(path.parent)
+
+
+def prepare_file(path: pathlib.Path, now: float) -> None:
+    """Create an empty file (0600) if missing; OutboxError if it cannot be used.
+
+    Call it under :func:`creation_lock`. Side files found beside a missing file belong to a
+    deleted one (``rm outbox.sqlite3`` while a client runs): SQLite would replay that -wal
+    into the new file, and the new file's writes would overwrite the frames the running client
+    still reads through it, so they are moved aside (the running client keeps them open and
+    moves its rows over when it notices the loss).
+    """
     if path.is_dir() and not path.is_symlink():
         raise OutboxError(f"outbox path {path} is a directory, not a file")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise OutboxError(f"cannot write outbox {path}: its directory is not writable")
-    check_file(path, "outbox file")
+    if not check_file(path, "outbox file"):
+        for side in side_files(path).values():
+            if os.path.lexists(side):
+                aside = move_aside(side, "stale", now)
+                logger.warning(
+                    "%s lay beside no outbox file (it belonged to a deleted one); moved it "
+                    "aside to %s",
+                    side,
+                    aside,
+                )
     for side in side_files(path).values():  # SQLite opens these by name: they must be ours
         check_file(side, "outbox side file")
     open_private(path, "outbox file")  # SQLite gives -wal/-shm the mode of this file
+
+
+#: This thread's nesting of :func:`creation_lock` (a recreate opens the new file inside it).
+_creating = threading.local()
+
+
+@contextlib.contextmanager
+def creation_lock(path: pathlib.Path, timeout: float) -> Iterator[None]:
+    """An exclusive ``flock`` on the outbox's directory while its file is created, checked and
+    set up, or recreated after a loss: openers and recreators take turns, so what one finds
+    (a successor another process just made, side files beside a missing file) is whole.
+
+    Waits at most ``timeout`` seconds, then goes on without it (a stopped process holding it
+    must not stop every other); reentrant in one thread; a no-op without ``flock``.
+    """
+    depth = getattr(_creating, "depth", 0)
+    fd = -1
+    if not depth and fcntl is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(path.parent, os.O_RDONLY | _CLOEXEC)
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    fd = -1
+                    break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    _creating.depth = depth + 1
+    try:
+        yield
+    finally:
+        _creating.depth = depth
+        if fd >= 0:
+            os.close(fd)  # releases the flock
 
 
 def prepare_spool_dir(spool_dir: pathlib.Path) -> None:
@@ -200,13 +269,6 @@ def prepare_spool_dir(spool_dir: pathlib.Path) -> None:
             continue
         return
     raise OutboxError(f"the spool directory {spool_dir} keeps disappearing")
-
-
-def remove_side_files(path: pathlib.Path) -> None:
-    """Delete a ``-wal`` and ``-shm`` left next to ``path`` (they belong to an older file)."""
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
 
 
 def move_aside(path: pathlib.Path, label: str, now: float) -> pathlib.Path:

@@ -31,25 +31,27 @@ def open_outbox(
     clock: Callable[[], float],
 ) -> tuple[sqlite3.Connection, str]:
     """A set-up connection to the outbox at ``path`` and the server_url it was made for."""
-    files.prepare_location(path)
-    try:
-        return _initialise(path, busy_timeout_ms, synchronous, defaults)
-    except CorruptFileError as exc:
+    files.prepare_directory(path)
+    with files.creation_lock(path, busy_timeout_ms / 1000):
+        files.prepare_file(path, clock())
         try:
-            aside = files.move_aside(path, "corrupt", clock())
-        except OutboxError as move_exc:
-            raise OutboxError(f"outbox {path} is corrupt: {move_exc}") from exc
-        logger.error(
-            "outbox %s is corrupt (%s); moved it aside to %s and started an empty outbox",
-            path,
-            exc,
-            aside,
-        )
-    files.prepare_location(path)
-    try:
-        return _initialise(path, busy_timeout_ms, synchronous, defaults)
-    except CorruptFileError as exc:
-        raise OutboxError(f"outbox {path} is still corrupt after recreating: {exc}") from exc
+            return _initialise(path, busy_timeout_ms, synchronous, defaults)
+        except CorruptFileError as exc:
+            try:
+                aside = files.move_aside(path, "corrupt", clock())
+            except OutboxError as move_exc:
+                raise OutboxError(f"outbox {path} is corrupt: {move_exc}") from exc
+            logger.error(
+                "outbox %s is corrupt (%s); moved it aside to %s and started an empty outbox",
+                path,
+                exc,
+                aside,
+            )
+        files.prepare_file(path, clock())
+        try:
+            return _initialise(path, busy_timeout_ms, synchronous, defaults)
+        except CorruptFileError as exc:
+            raise OutboxError(f"outbox {path} is still corrupt after recreating: {exc}") from exc
 
 
 def _initialise(

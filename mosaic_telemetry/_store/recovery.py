@@ -74,19 +74,33 @@ def lost_because(path: pathlib.Path, known: Identities, generation: int) -> str 
     return None
 
 
-def _move_sides_aside(path: pathlib.Path, now: float) -> None:
+def _ours(side: pathlib.Path, known: Identities) -> bool:
+    """Whether the side file at ``side`` is the one our connections of the lost file use."""
+    current = identity(side)
+    was = known.wal if str(side).endswith("-wal") else known.shm
+    return current is not None and current == was
+
+
+def _move_sides_aside(path: pathlib.Path, known: Identities, now: float) -> None:
+    """Move aside the lost file's own side files; others belong to the file now at ``path``."""
     for suffix in SIDES:
         side = pathlib.Path(f"{path}{suffix}")
-        if os.path.lexists(side):
+        if _ours(side, known):
             aside = move_aside(side, "stale", now)
             logger.warning("moved %s aside to %s: it belongs to a lost file", side, aside)
 
 
 def _is_our_outbox(path: pathlib.Path, mode: str) -> str | None:
     """None when ``path`` is an outbox of our schema and mode; else why not ("foreign" or
-    "corrupt"). Read immutably: nothing is created or replayed."""
+    "corrupt"). Read only; never with a side file of ours beside it (moved aside first).
+
+    With side files beside it (they are its own, then: another process's new outbox keeps its
+    first rows, even its tables, in its -wal) it is read through them; without, immutably, so
+    nothing is created or replayed."""
+    immutable = not any(os.path.lexists(f"{path}{suffix}") for suffix in SIDES)
+    uri = path.as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
     try:
-        conn = sqlite3.connect(path.as_uri() + "?mode=ro&immutable=1", uri=True)
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
     except sqlite3.Error:
         return "corrupt"
     try:
@@ -94,24 +108,37 @@ def _is_our_outbox(path: pathlib.Path, mode: str) -> str | None:
     except OutboxError:
         return "foreign"
     except sqlite3.Error as exc:
-        return "corrupt" if is_corrupt(exc) else "foreign"
+        if is_corrupt(exc):
+            return "corrupt"
+        # Locked, or not openable read-only just now (another process is setting it up):
+        # no verdict. The recreate is tried again next cycle, the rows kept meanwhile.
+        raise OutboxError(f"cannot tell what the file now at {path} is yet: {exc}") from exc
     finally:
         conn.close()
 
 
-def clear_the_way(path: pathlib.Path, reason: str, mode: str, now: float) -> bool:
+def clear_the_way(
+    path: pathlib.Path, reason: str, mode: str, now: float, known: Identities
+) -> bool:
     """Prepare ``path`` for the lost file's successor; True when it will be a new, empty file,
-    False when an outbox of ours is there already (the rows are merged into it)."""
+    False when an outbox of ours is there already (the rows are merged into it).
+
+    Only what belonged to the lost file (``known``: its identities) is moved aside or deleted.
+    Several processes notice a loss at once: one of them may have made the successor already,
+    which is then an outbox like any other, never "foreign", and its side files are its own.
+    """
     current = identity(path)
-    if current is None:  # deleted: what is left beside it is the old file's
+    if current is None:  # deleted: what is left beside it and ours is the old file's
         for suffix in SIDES:
-            with contextlib.suppress(OSError):  # gone too, or its directory is (a file now)
-                os.unlink(f"{path}{suffix}")
+            side = pathlib.Path(f"{path}{suffix}")
+            if _ours(side, known):
+                with contextlib.suppress(OSError):  # gone too, or its directory is (a file now)
+                    os.unlink(side)
         return True
-    _move_sides_aside(path, now)
-    if reason != "replaced":  # still our file, but its side files are gone: stale
+    _move_sides_aside(path, known, now)
+    if current == known.main:  # still our file, but its side files are gone: stale
         aside = move_aside(path, "stale", now)
-        logger.warning("moved %s aside to %s: its side files were lost", path, aside)
+        logger.warning("moved %s aside to %s: its side files were lost (%s)", path, aside, reason)
         return True
     why = _is_our_outbox(path, mode)
     if why is None:
