@@ -17,15 +17,7 @@ from typing import Any
 
 import attrs
 
-from ._enums import (
-    Complexity,
-    Harness,
-    Outcome,
-    Provider,
-    QualityGate,
-    RepoSizeCategory,
-    TaskType,
-)
+from ._enums import Complexity, Harness, Outcome, Provider, QualityGate, RepoSizeCategory, TaskType
 
 __all__ = [
     "EVENT_FIELDS",
@@ -313,4 +305,3 @@ def coerce_event_fields(values: dict[str, Any]) -> list[str]:
                 problems.append(f"{name}: cannot read {value!r:.60} ({exc})")
                 del values[name]
     return problems
-
