@@ -278,3 +278,28 @@ def test_a_creation_lock_held_forever_delays_opening_by_the_busy_timeout_only(
             outbox.close()
     finally:
         os.close(fd)
+
+
+def test_a_file_system_without_flock_opens_at_once_without_the_creation_lock(
+    db_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flock refused outright (EINVAL: some network file systems) is not a lock held by
+    another opener: one try, then the outbox opens without it, never waiting busy_timeout."""
+    import errno
+    import types
+
+    fcntl = pytest.importorskip("fcntl", reason="the creation lock is a flock (POSIX)")
+    tries: list[int] = []
+
+    def refuse(fd: int, operation: int) -> None:
+        tries.append(operation)
+        raise OSError(errno.EINVAL, "flock not supported")
+
+    fake = types.SimpleNamespace(flock=refuse, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB)
+    monkeypatch.setattr("mosaic_telemetry._store.files.fcntl", fake)  # not presence's flock
+    outbox = SqliteOutbox(db_path, busy_timeout_ms=60_000)
+    try:
+        assert outbox.add("e", "{}") == (True, 0)
+    finally:
+        outbox.close()
+    assert len(tries) == 1

@@ -231,11 +231,14 @@ def creation_lock(path: pathlib.Path, timeout: float) -> Iterator[None]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    fd = -1
-                    break
+            except BlockingIOError:  # held by another opener: wait for it, boundedly
+                timed_out = time.monotonic() >= deadline
+            except OSError:  # no flock on this file system: go on without
+                timed_out = True
+            if timed_out:
+                os.close(fd)
+                fd = -1
+                break
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
     _creating.depth = depth + 1
