@@ -119,7 +119,10 @@ def _soak(
     )
     assert result["remaining"] == 0 and result["lost"] == 0 and result["invalid"] == 0
     assert len(stored) == result["tracked"] == len(server.events)
-    assert last["fds"] <= first["fds"] + 2, samples
+    # Flat after warm-up: in its first seconds the child may open its spool (the file, its
+    # -wal and -shm: 3 descriptors) when track() meets its own worker's write lock.
+    warm = samples[1] if len(samples) > 2 else first
+    assert last["fds"] <= warm["fds"] + 2, samples
     assert last["threads"] <= first["threads"] + 1, samples
     assert last["rss_kib"] <= first["rss_kib"] * 1.2 + 8 * 1024, samples
     assert max(s["wal_bytes"] for s in samples) <= 8 * 1024 * 1024, samples
