@@ -25,6 +25,7 @@ from typing import Final
 
 from .._exceptions import OutboxError
 from .._log import logger
+from .waiting import Patience
 
 try:
     import fcntl
@@ -225,22 +226,18 @@ def creation_lock(path: pathlib.Path, timeout: float) -> Iterator[None]:
     if not depth and fcntl is not None:
         with contextlib.suppress(OSError):
             fd = os.open(path.parent, os.O_RDONLY | _CLOEXEC)
-        deadline = time.monotonic() + timeout
-        pause = 0.001
+        patience = Patience(timeout)
         while fd >= 0:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:  # held by another opener: wait for it, boundedly
-                timed_out = time.monotonic() >= deadline
+                if patience.wait():
+                    continue
             except OSError:  # no flock on this file system: go on without
-                timed_out = True
-            if timed_out:
-                os.close(fd)
-                fd = -1
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+                pass
+            os.close(fd)
+            fd = -1
     _creating.depth = depth + 1
     try:
         yield

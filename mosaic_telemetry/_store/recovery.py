@@ -47,6 +47,10 @@ class Identities:
     shm: tuple[int, int] | None
     generation: int  # of the connection registry: a fork or a recreate starts a new one
 
+    def sides(self, path: pathlib.Path) -> list[tuple[pathlib.Path, tuple[int, int] | None]]:
+        """Each side file's path beside ``path`` and the identity our connections knew."""
+        return [(pathlib.Path(f"{path}-wal"), self.wal), (pathlib.Path(f"{path}-shm"), self.shm)]
+
 
 def snapshot(path: pathlib.Path, main: tuple[int, int] | None, generation: int) -> Identities:
     """The identities now (the main file's as given: the one our connections opened)."""
@@ -65,29 +69,27 @@ def lost_because(path: pathlib.Path, known: Identities, generation: int) -> str 
         return "deleted" if current is None else "replaced"
     if generation != known.generation:
         return None  # our connections were all closed (a fork): side files may be new
-    for suffix, was in (("-wal", known.wal), ("-shm", known.shm)):
+    for side, was in known.sides(path):
         if was is None:
             continue
-        now = identity(pathlib.Path(f"{path}{suffix}"))
+        now = identity(side)
         if now != was:
+            suffix = side.name[len(path.name) :]
             return f"its {suffix} was {'deleted' if now is None else 'replaced'}"
     return None
 
 
-def _ours(side: pathlib.Path, known: Identities) -> bool:
-    """Whether the side file at ``side`` is the one our connections of the lost file use."""
-    current = identity(side)
-    was = known.wal if str(side).endswith("-wal") else known.shm
-    return current is not None and current == was
+def _own_sides(path: pathlib.Path, known: Identities) -> list[pathlib.Path]:
+    """The side files at ``path`` that are the lost file's own (the inodes our connections
+    use); any other belongs to the file now at ``path``, or is being made with it."""
+    return [side for side, was in known.sides(path) if was is not None and identity(side) == was]
 
 
 def _move_sides_aside(path: pathlib.Path, known: Identities, now: float) -> None:
     """Move aside the lost file's own side files; others belong to the file now at ``path``."""
-    for suffix in SIDES:
-        side = pathlib.Path(f"{path}{suffix}")
-        if _ours(side, known):
-            aside = move_aside(side, "stale", now)
-            logger.warning("moved %s aside to %s: it belongs to a lost file", side, aside)
+    for side in _own_sides(path, known):
+        aside = move_aside(side, "stale", now)
+        logger.warning("moved %s aside to %s: it belongs to a lost file", side, aside)
 
 
 def _is_our_outbox(path: pathlib.Path, mode: str) -> str | None:
@@ -129,11 +131,9 @@ def clear_the_way(
     """
     current = identity(path)
     if current is None:  # deleted: what is left beside it and ours is the old file's
-        for suffix in SIDES:
-            side = pathlib.Path(f"{path}{suffix}")
-            if _ours(side, known):
-                with contextlib.suppress(OSError):  # gone too, or its directory is (a file now)
-                    os.unlink(side)
+        for side in _own_sides(path, known):
+            with contextlib.suppress(OSError):  # gone too, or its directory is (a file now)
+                os.unlink(side)
         return True
     _move_sides_aside(path, known, now)
     if current == known.main:  # still our file, but its side files are gone: stale

@@ -80,6 +80,7 @@ from typing import Final
 
 from .._exceptions import OutboxError
 from .errors import is_busy
+from .waiting import Patience
 
 __all__ = [
     "COUNTER_NAMES",
@@ -220,30 +221,23 @@ def apply_pragmas(
     Switching a new file to WAL needs an exclusive lock, and SQLite does not call its busy
     handler for that one (several processes opening a new outbox at once got "database is
     locked" at once, 10 of 300 rounds of six threads): a busy pragma is tried again here,
-    with growing pauses, until ``busy_timeout_ms`` have passed; then the busy error goes up.
+    with growing pauses (:class:`~.waiting.Patience`), until ``busy_timeout_ms`` have passed;
+    then the busy error goes up.
     """
     values = {
         "busy_timeout_ms": int(busy_timeout_ms),
         "synchronous": synchronous,
         "wal_autocheckpoint": int(wal_autocheckpoint),
     }
-    deadline = clock() + busy_timeout_ms / 1000
+    patience = Patience(busy_timeout_ms / 1000, clock=clock, sleep=sleep)
     for pragma in PRAGMAS:
-        pause = _FIRST_PAUSE_SECONDS
         while True:
             try:
                 conn.execute(pragma.format(**values)).fetchall()
                 break
             except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or clock() >= deadline:
+                if not is_busy(exc) or not patience.wait():
                     raise
-            sleep(pause)
-            pause = min(pause * 2, _LAST_PAUSE_SECONDS)
-
-
-#: The pauses of :func:`apply_pragmas` between tries of a busy pragma: 1 ms doubling to 50 ms.
-_FIRST_PAUSE_SECONDS: Final = 0.001
-_LAST_PAUSE_SECONDS: Final = 0.05
 
 
 class ForeignFileError(OutboxError):
