@@ -105,57 +105,32 @@ def run_list(args: argparse.Namespace, out: TextIO) -> int:
     dead = state == "dead"
     reader = options.open_reader(args)
     limit = None if args.limit == 0 else args.limit
-    if state == "spooled":
-        return _list_spooled(args, out, reader, limit)
-    rows = reader.list_rows(
-        dead=dead, since=args.since, in_state=state, limit=limit, offset=args.offset
-    )
+    if state == "spooled":  # a few at most: moved into the outbox every worker cycle
+        every = [
+            r
+            for r in reader.list_spooled()
+            if args.since is None or float(r["enqueued_at"]) >= args.since
+        ]
+        rows = every[args.offset : None if limit is None else args.offset + limit]
+        where = f"beside {reader.path}"
+    else:
+        rows = reader.list_rows(
+            dead=dead, since=args.since, in_state=state, limit=limit, offset=args.offset
+        )
+        where = f"in {reader.path}"
     if args.json:
         print_json(out, [_without_body(r) for r in rows])
     elif rows:
         _print_rows(out, rows, dead=dead)
     if len(rows) == limit or args.offset:
-        total = reader.count(dead=dead, since=args.since, in_state=state)
+        if state == "spooled":
+            total = len(every)
+        else:
+            total = reader.count(dead=dead, since=args.since, in_state=state)
         _page_hint(total, shown=len(rows), offset=args.offset)
     elif not rows:
         since = f" since {when(args.since)}" if args.since is not None else ""
-        hint(f"no {state or 'pending'} events{since} in {reader.path}")
-    return EXIT_OK
-
-
-def _list_spooled(
-    args: argparse.Namespace, out: TextIO, reader: OutboxReader, limit: int | None
-) -> int:
-    """``--status spooled``: the events in spool files, oldest spool first (a few at most:
-    a spool holds only what met a locked outbox, and is moved in every worker cycle)."""
-    every = [
-        r
-        for r in reader.list_spooled()
-        if args.since is None or float(r["enqueued_at"]) >= args.since
-    ]
-    end = None if limit is None else args.offset + limit
-    rows = every[args.offset : end]
-    if args.json:
-        print_json(out, [_without_body(r) for r in rows])
-    elif rows:
-        now = time.time()
-        lines = [
-            [
-                str(r["id"]),
-                r["event_id"],
-                "spooled",
-                duration(now - float(r["enqueued_at"])),
-                "0",
-                f"in spool {r['spool']}",
-            ]
-            for r in rows
-        ]
-        table(out, ["ID", "EVENT_ID", "STATE", "AGE", "ATTEMPTS", "NOTE"], lines)
-    if len(rows) == limit or args.offset:
-        _page_hint(len(every), shown=len(rows), offset=args.offset)
-    elif not rows:
-        since = f" since {when(args.since)}" if args.since is not None else ""
-        hint(f"no spooled events{since} beside {reader.path}")
+        hint(f"no {state or 'pending'} events{since} {where}")
     return EXIT_OK
 
 
@@ -201,7 +176,7 @@ def _print_rows(out: TextIO, rows: list[dict[str, Any]], *, dead: bool) -> None:
                 r["event_id"],
                 r["state"],
                 duration(now - float(r["enqueued_at"])),
-                str(r["attempts"]),
+                str(r.get("attempts", 0)),  # a spooled row was never claimed
                 _row_note(r, now),
             ]
             for r in rows
@@ -210,6 +185,8 @@ def _print_rows(out: TextIO, rows: list[dict[str, Any]], *, dead: bool) -> None:
 
 
 def _row_note(row: dict[str, Any], now: float) -> str:
+    if row["state"] == "spooled":
+        return f"in spool {row['spool']}"
     if row["state"] == "leased":
         return (
             f"leased by pid {row['lease_pid']} on {row['lease_host']} "
